@@ -1,0 +1,1 @@
+//! Filter configuration: raw JSON in, validated [`Config`] out, with precise errors.

@@ -1,0 +1,5 @@
+//! Small pure HTTP helpers: cookies, paths and redirects, local pages.
+
+pub mod cookies;
+pub mod pages;
+pub mod paths;

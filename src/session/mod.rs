@@ -1,0 +1,1 @@
+//! The session model and its stores.
