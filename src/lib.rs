@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod flow;
 pub mod http;
 pub mod oidc;
+pub mod provider;
 pub mod session;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,1 +1,332 @@
 //! The request flow: what to do with a request, a callback, a token response.
+//!
+//! A [`RequestFlow`] lives as long as one request. The host calls a `handle_*`
+//! method with each event and performs the [`Step`] it gets back; steps that
+//! need an answer (a session lookup, a callout, the single-use ledger) are
+//! answered by the matching `handle_*` call. The flow never blocks and never
+//! assumes an answer comes synchronously, so a store that needs a callout fits.
+
+mod callback;
+mod identity;
+mod login;
+mod logout;
+#[cfg(test)]
+mod tests;
+
+use rand_core::CryptoRngCore;
+
+use crate::config::Config;
+use crate::crypto::seal::SealingKeys;
+use crate::http::cookies;
+use crate::http::pages::{self, LocalResponse};
+use crate::http::paths;
+use crate::oidc::token::TokenResponse;
+use crate::provider::Provider;
+use crate::session::login::LoginState;
+use crate::session::{Session, SessionId};
+
+/// Everything a handler may consult besides the event itself.
+pub struct Context<'a, R: CryptoRngCore> {
+    pub config: &'a Config,
+    /// `None` until discovery and keys have been fetched.
+    pub provider: Option<&'a Provider>,
+    pub keys: &'a SealingKeys,
+    pub now: u64,
+    pub rng: &'a mut R,
+}
+
+/// The request as the host read it: header values as bytes, since clients
+/// control them and need not send UTF-8.
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    pub method: String,
+    /// The `:path` pseudo-header: path and query.
+    pub target: Vec<u8>,
+    /// Every header but pseudo-headers, names lower-case, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestHead {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn cookie_headers(&self) -> impl Iterator<Item = &[u8]> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// What the host must do next.
+#[must_use]
+#[derive(Debug)]
+pub enum Step {
+    /// Let the request continue upstream, after these edits.
+    Forward(Forward),
+    /// Answer locally.
+    Respond(Respond),
+    /// Read the session stored under `key`, then call [`RequestFlow::handle_session`].
+    LoadSession { key: String },
+    /// Record a login as used in the single-use ledger (see [`crate::session::once`]),
+    /// then call [`RequestFlow::handle_login_recorded`].
+    RecordLogin {
+        key: String,
+        issued_at: u64,
+        state: String,
+    },
+    /// Send this request, then call [`RequestFlow::handle_callout_response`].
+    Callout(Callout),
+    /// Fetch the provider's JWKS again, share it, then call
+    /// [`RequestFlow::handle_jwks_refreshed`].
+    RefetchJwks,
+}
+
+#[derive(Debug, Default)]
+pub struct Forward {
+    /// Removed before anything is set: client copies of identity headers.
+    pub remove_headers: Vec<String>,
+    pub set_headers: Vec<(String, String)>,
+    /// `Some(None)`: remove the `Cookie` header; `Some(Some(v))`: replace it.
+    pub cookie: Option<Option<Vec<u8>>>,
+    pub writes: Vec<StoreWrite>,
+}
+
+#[derive(Debug)]
+pub struct Respond {
+    pub response: LocalResponse,
+    pub writes: Vec<StoreWrite>,
+}
+
+#[derive(Debug)]
+pub enum StoreWrite {
+    Put { key: String, session: Box<Session> },
+    Delete { key: String },
+}
+
+/// An HTTP request to the provider, routed through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callout {
+    pub cluster: String,
+    pub method: &'static str,
+    pub authority: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+impl Callout {
+    pub fn new(config: &Config, method: &'static str, url: &url::Url) -> Callout {
+        let authority = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            (None, _) => String::new(),
+        };
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
+        Callout {
+            cluster: config.clusters.for_authority(&authority).to_string(),
+            method,
+            authority,
+            path,
+            headers: vec![("accept".to_string(), "application/json".to_string())],
+            body: Vec::new(),
+            timeout_ms: config.callout_timeout_ms,
+        }
+    }
+}
+
+/// How a callout ended.
+#[derive(Debug, Clone)]
+pub enum CalloutOutcome {
+    Response { status: u16, body: Vec<u8> },
+    /// Not sent, reset, or no answer: the reason, for logs and the error page.
+    Failed(String),
+}
+
+#[derive(Debug, Default)]
+enum Expect {
+    #[default]
+    Request,
+    Session(RequestHead),
+    LogoutSession(RequestHead),
+    LoginRecorded(callback::Callback),
+    TokenResponse(callback::Callback),
+    Jwks(callback::Callback, TokenResponse),
+    Finished,
+}
+
+/// One request's way through the filter.
+#[derive(Debug, Default)]
+pub struct RequestFlow {
+    expect: Expect,
+}
+
+impl RequestFlow {
+    pub fn new() -> RequestFlow {
+        RequestFlow::default()
+    }
+
+    pub fn handle_request<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        request: RequestHead,
+    ) -> Step {
+        let (path, _) = paths::split_path_query(&request.target);
+        if path == ctx.config.callback_path.as_bytes() {
+            return self.finish_or(callback::handle_callback(ctx, &request));
+        }
+        let is_logout = ctx.config.logout_path.as_deref().map(str::as_bytes) == Some(path);
+        match session_id(ctx.config, &request) {
+            Some(id) => {
+                let key = id.store_key();
+                self.expect = if is_logout {
+                    Expect::LogoutSession(request)
+                } else {
+                    Expect::Session(request)
+                };
+                Step::LoadSession { key }
+            }
+            None if is_logout => self.finish(logout::logged_out(ctx, &request, None, None)),
+            None => self.finish(login::start_login(ctx, &request)),
+        }
+    }
+
+    pub fn handle_session<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        stored: Option<&[u8]>,
+    ) -> Step {
+        let session = stored.and_then(Session::decode);
+        match std::mem::take(&mut self.expect) {
+            Expect::Session(request) => {
+                let key = session_id(ctx.config, &request).map(|id| id.store_key());
+                let step = match (session, key) {
+                    (Some(session), Some(key)) => identity::continue_session(ctx, &request, session, key),
+                    _ => login::start_login(ctx, &request),
+                };
+                self.finish(step)
+            }
+            Expect::LogoutSession(request) => {
+                let key = session_id(ctx.config, &request).map(|id| id.store_key());
+                self.finish(logout::logged_out(ctx, &request, session, key))
+            }
+            other => self.unexpected(other, "a session"),
+        }
+    }
+
+    pub fn handle_login_recorded<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        first_use: bool,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::LoginRecorded(cb) => self.finish_or(callback::exchange_code(ctx, cb, first_use)),
+            other => self.unexpected(other, "the single-use ledger"),
+        }
+    }
+
+    pub fn handle_callout_response<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        outcome: CalloutOutcome,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::TokenResponse(cb) => self.finish_or(callback::handle_token_response(ctx, cb, outcome)),
+            other => self.unexpected(other, "a callout response"),
+        }
+    }
+
+    /// `ctx.provider` now holds the refetched keys (or the old ones if the fetch failed).
+    pub fn handle_jwks_refreshed<R: CryptoRngCore>(&mut self, ctx: &mut Context<'_, R>) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::Jwks(cb, tokens) => self.finish_or(callback::finish_login(ctx, cb, tokens, false)),
+            other => self.unexpected(other, "refetched keys"),
+        }
+    }
+
+    fn finish(&mut self, step: Step) -> Step {
+        self.expect = Expect::Finished;
+        step
+    }
+
+    /// Handlers that wait for something return the state to wait in.
+    fn finish_or(&mut self, next: Next) -> Step {
+        match next {
+            Next::Done(step) => self.finish(step),
+            Next::Wait(expect, step) => {
+                self.expect = expect;
+                step
+            }
+        }
+    }
+
+    fn unexpected(&mut self, state: Expect, event: &str) -> Step {
+        // A host bug, not bad input: answer rather than let the request hang.
+        log::error!("flow received {event} while in state {}", state.name());
+        self.finish(Step::Respond(Respond {
+            response: pages::error_page(500, "Internal error", "The login filter lost track of this request. Please try again."),
+            writes: Vec::new(),
+        }))
+    }
+}
+
+impl Expect {
+    fn name(&self) -> &'static str {
+        match self {
+            Expect::Request => "Request",
+            Expect::Session(_) => "Session",
+            Expect::LogoutSession(_) => "LogoutSession",
+            Expect::LoginRecorded(_) => "LoginRecorded",
+            Expect::TokenResponse(_) => "TokenResponse",
+            Expect::Jwks(..) => "Jwks",
+            Expect::Finished => "Finished",
+        }
+    }
+}
+
+enum Next {
+    Done(Step),
+    Wait(Expect, Step),
+}
+
+fn respond(response: LocalResponse) -> Step {
+    Step::Respond(Respond {
+        response,
+        writes: Vec::new(),
+    })
+}
+
+fn session_id(config: &Config, request: &RequestHead) -> Option<SessionId> {
+    let parsed = cookies::parse_cookies(request.cookie_headers());
+    let value = cookies::cookie_value(&parsed, &config.cookies.session_name)?;
+    SessionId::from_cookie(value)
+}
+
+/// The `Set-Cookie` that deletes one of our cookies.
+fn expire_cookie(config: &Config, name: &str) -> (String, String) {
+    (
+        "set-cookie".to_string(),
+        cookies::set_cookie(name, "", Some(0), &config.cookies.attributes),
+    )
+}
+
+/// 503 while the provider's metadata is not loaded: never let a protected
+/// request through unauthenticated.
+fn provider_unavailable() -> Step {
+    respond(
+        pages::error_page(
+            503,
+            "Login temporarily unavailable",
+            "The identity provider's configuration has not been loaded yet. Please retry in a few seconds.",
+        )
+        .with_header("retry-after", "2"),
+    )
+}

@@ -1,0 +1,101 @@
+//! A request with a live session: identity headers in, client copies and our
+//! cookies out.
+
+use rand_core::CryptoRngCore;
+
+use super::{login, Context, Forward, RequestHead, Step, StoreWrite};
+use crate::config::{Config, UpstreamAuthorization};
+use crate::http::cookies;
+use crate::session::Session;
+
+pub(super) fn continue_session<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    request: &RequestHead,
+    mut session: Session,
+    key: String,
+) -> Step {
+    let config = ctx.config;
+    if let Some(expiry) = session.expiry(ctx.now, config.session.idle_timeout) {
+        log::info!("session ended ({expiry:?} timeout): logging in again");
+        let mut step = login::start_login(ctx, request);
+        if let Step::Respond(respond) = &mut step {
+            respond.writes.push(StoreWrite::Delete { key });
+        }
+        return step;
+    }
+
+    let mut forward = strip_request(config, request);
+    match config.upstream.authorization {
+        UpstreamAuthorization::AccessToken => forward
+            .set_headers
+            .push(("authorization".to_string(), format!("Bearer {}", session.access_token))),
+        UpstreamAuthorization::IdToken => {
+            if let Some(id_token) = &session.id_token {
+                forward
+                    .set_headers
+                    .push(("authorization".to_string(), format!("Bearer {id_token}")));
+            }
+        }
+        UpstreamAuthorization::None => {}
+    }
+    for (header, path) in &config.upstream.claim_headers {
+        let value = if path.0.len() == 1 && path.root() == "sub" {
+            Some(session.sub.clone())
+        } else {
+            path.lookup(&session.claims).and_then(header_value)
+        };
+        if let Some(value) = value {
+            forward.set_headers.push((header.clone(), value));
+        }
+    }
+    if session.needs_touch(ctx.now, config.session.idle_timeout) {
+        session.last_seen = ctx.now;
+        forward.writes.push(StoreWrite::Put {
+            key,
+            session: Box::new(session),
+        });
+    }
+    Step::Forward(forward)
+}
+
+/// The edits every forwarded request gets, authenticated or not: identity headers
+/// only the filter may set are removed, and the filter's cookies stay here.
+pub(super) fn strip_request(config: &Config, request: &RequestHead) -> Forward {
+    let remove_headers = config.identity_headers().map(str::to_string).collect();
+    let has_ours = cookies::parse_cookies(request.cookie_headers())
+        .iter()
+        .any(|(name, _)| config.cookies.is_ours(name.as_bytes()));
+    let cookie = has_ours.then(|| cookies::strip_cookies(request.cookie_headers(), |name| config.cookies.is_ours(name)));
+    Forward {
+        remove_headers,
+        set_headers: Vec::new(),
+        cookie,
+        writes: Vec::new(),
+    }
+}
+
+/// A claim as a header value. Values with control characters are dropped
+/// rather than cleaned: a header must never smuggle CR/LF.
+fn header_value(claim: &serde_json::Value) -> Option<String> {
+    let text = match claim {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                serde_json::Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
+        _ => return None,
+    };
+    if text.chars().any(char::is_control) {
+        log::warn!("a claim value with control characters was not sent upstream");
+        return None;
+    }
+    Some(text)
+}

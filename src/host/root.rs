@@ -1,0 +1,123 @@
+//! The root context: configuration, background fetches, HTTP contexts.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use super::filter::Filter;
+use super::provider_fetch::{self, ProviderCache};
+use crate::config::Config;
+use crate::oidc::discovery::{self, ProviderMetadata};
+use crate::oidc::jwks::Jwks;
+
+/// What the root context shares with the HTTP contexts of its VM.
+pub struct Shared {
+    pub config: Config,
+    pub provider: RefCell<ProviderCache>,
+}
+
+enum Fetching {
+    Discovery(u32),
+    Jwks(u32, Box<ProviderMetadata>),
+}
+
+#[derive(Default)]
+pub struct Root {
+    shared: Option<Rc<Shared>>,
+    fetching: Option<Fetching>,
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        let Some(shared) = self.shared.clone() else { return };
+        let now = super::now(self);
+        let outcome = provider_fetch::read_response(self, num_headers, body_size);
+        match self.fetching.take() {
+            Some(Fetching::Discovery(expected)) if expected == token => {
+                let metadata = provider_fetch::expect_ok(outcome, "discovery").and_then(|body| {
+                    discovery::parse_discovery(&body, &shared.config.issuer, shared.config.allow_http)
+                        .map_err(|e| format!("discovery document refused: {e}"))
+                });
+                match metadata {
+                    Ok(metadata) => self.fetch_jwks(&shared, now, metadata),
+                    Err(reason) => provider_fetch::record_failure(now, &reason),
+                }
+            }
+            Some(Fetching::Jwks(expected, metadata)) if expected == token => {
+                let jwks = provider_fetch::expect_ok(outcome, "JWKS").and_then(|body| {
+                    Jwks::parse(&body).map_err(|e| format!("JWKS refused: {e}"))?;
+                    String::from_utf8(body).map_err(|_| "JWKS is not UTF-8".to_string())
+                });
+                match jwks {
+                    Ok(jwks) => {
+                        provider_fetch::record_success(&shared.config, now, *metadata, jwks);
+                        shared.provider.borrow_mut().reload(now);
+                    }
+                    Err(reason) => provider_fetch::record_failure(now, &reason),
+                }
+            }
+            other => self.fetching = other,
+        }
+    }
+}
+
+impl Root {
+    fn fetch_jwks(&mut self, shared: &Shared, now: u64, metadata: ProviderMetadata) {
+        let callout = provider_fetch::jwks_callout(&shared.config, &metadata);
+        match provider_fetch::dispatch(self, &callout) {
+            Ok(token) => self.fetching = Some(Fetching::Jwks(token, Box::new(metadata))),
+            Err(status) => provider_fetch::record_failure(now, &format!("JWKS callout not sent: {status:?}")),
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        match Config::parse(&raw, |name| std::env::var(name).ok()) {
+            Ok(config) => {
+                self.shared = Some(Rc::new(Shared {
+                    config,
+                    provider: RefCell::new(ProviderCache::default()),
+                }));
+                // Fetches start from the first tick: a callout made here would die
+                // with the short-lived canary VM that runs on_configure.
+                self.set_tick_period(Duration::from_secs(1));
+                true
+            }
+            Err(err) => {
+                log::error!("oidc-filter: {err}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = self.shared.clone() else { return };
+        if self.fetching.is_some() {
+            return;
+        }
+        let now = super::now(self);
+        let lease = 2 * shared.config.callout_timeout_ms.div_ceil(1000) + 1;
+        if !provider_fetch::claim_fetch(now, lease) {
+            return;
+        }
+        let callout = provider_fetch::discovery_callout(&shared.config);
+        match provider_fetch::dispatch(self, &callout) {
+            Ok(token) => self.fetching = Some(Fetching::Discovery(token)),
+            Err(status) => provider_fetch::record_failure(now, &format!("discovery callout not sent: {status:?}")),
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let shared = self.shared.clone()?;
+        Some(Box::new(Filter::new(shared)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
