@@ -275,12 +275,12 @@ fn refuse_and_expire(detail: &str, expire: (String, String)) -> Next {
 
 /// The provider misbehaved or was unreachable: 502, and the login may be retried.
 fn bad_gateway<R: CryptoRngCore>(ctx: &Context<'_, R>, cb: &Callback, detail: &str) -> Next {
-    let detail = format!(
-        "{} You can try again: {}",
-        truncate(detail, 300),
-        cb.login.return_to
+    let mut response = pages::error_page_with_retry(
+        502,
+        "Login could not be completed",
+        &truncate(detail, 300),
+        &cb.login.return_to,
     );
-    let mut response = pages::error_page(502, "Login could not be completed", &detail);
     response.headers.push(expire_cookie(ctx.config, &cb.cookie_name));
     Next::Done(respond(response))
 }

@@ -22,7 +22,6 @@ use crate::http::pages::{self, LocalResponse};
 use crate::http::paths;
 use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
-use crate::session::login::LoginState;
 use crate::session::{Session, SessionId};
 
 /// Everything a handler may consult besides the event itself.

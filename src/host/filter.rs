@@ -8,7 +8,6 @@ use proxy_wasm::types::Action;
 use super::provider_fetch;
 use super::root::Shared;
 use super::store;
-use crate::crypto::seal::SealingKeys;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
 use crate::http::pages;
 use crate::provider::Provider;

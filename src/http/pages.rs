@@ -32,8 +32,38 @@ fn headers(content_type: Option<&str>) -> Vec<(String, String)> {
 /// The page loads nothing: it is shown when the login flow is broken, possibly
 /// when the IdP or upstream is unreachable.
 pub fn error_page(status: u16, title: &str, detail: &str) -> LocalResponse {
+    html_page(status, title, &format!("<p>{}</p>", escape_html(detail)))
+}
+
+/// An error page with a link to start over, e.g. back to the page the user wanted.
+/// `href` must be a same-origin target the caller checked.
+pub fn error_page_with_retry(status: u16, title: &str, detail: &str, href: &str) -> LocalResponse {
+    html_page(
+        status,
+        title,
+        &format!(
+            "<p>{}</p>\n<p><a href=\"{}\">Try again</a></p>",
+            escape_html(detail),
+            escape_html(href)
+        ),
+    )
+}
+
+/// Asks the user to confirm a logout that arrived cross-site; the button POSTs
+/// from our own origin, which the logout endpoint then accepts.
+pub fn confirm_logout_page(action: &str) -> LocalResponse {
+    html_page(
+        200,
+        "Log out?",
+        &format!(
+            "<form method=\"post\" action=\"{}\"><button type=\"submit\">Log out</button></form>",
+            escape_html(action)
+        ),
+    )
+}
+
+fn html_page(status: u16, title: &str, inner_html: &str) -> LocalResponse {
     let title = escape_html(title);
-    let detail = escape_html(detail);
     let body = format!(
         "<!DOCTYPE html>\n\
          <html lang=\"en\">\n\
@@ -45,7 +75,7 @@ pub fn error_page(status: u16, title: &str, detail: &str) -> LocalResponse {
          </head>\n\
          <body>\n\
          <h1>{title}</h1>\n\
-         <p>{detail}</p>\n\
+         {inner_html}\n\
          </body>\n\
          </html>\n"
     );
