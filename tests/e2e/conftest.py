@@ -1,0 +1,171 @@
+"""Fixtures for the end-to-end tests: the test IdP, the echo upstream and Envoy gateways.
+
+- `idp`: one oidc-provider for the whole run, registered with the redirect URIs of a pool of
+  gateway ports (`gateway_ports`), so every gateway the tests start can log in through it.
+- `echo`: one echo upstream for the whole run.
+- `gateway(**config_overrides)`: factory; starts Envoy with a patched copy of envoy.yaml and
+  waits until the filter has loaded the provider metadata. Options (keyword-only, prefixed to
+  keep them apart from the filter's config keys): `_idp=` another Idp, `_port=` a listener
+  port, `_wait_metadata=False`, `_raw_config=` the filter JSON verbatim, `_env=` extra env.
+- `browser()`: factory of curl-driven browsers, each with its own cookie jar.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    WASM,
+    Browser,
+    Echo,
+    Gateway,
+    Idp,
+    build_envoy_config,
+    free_port,
+)
+
+POOL_SIZE = 12
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="session")
+def gateway_ports() -> list[int]:
+    """Listener ports for gateways; all are registered as redirect URIs at the shared IdP."""
+    ports: set[int] = set()
+    while len(ports) < POOL_SIZE:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def redirect_uris(ports):
+    return [f"http://127.0.0.1:{p}/oauth2/callback" for p in ports]
+
+
+def post_logout_uris(ports):
+    return [f"http://127.0.0.1:{p}/" for p in ports]
+
+
+@pytest.fixture(scope="session")
+def idp(workdir, gateway_ports):
+    server = Idp(workdir, redirect_uris=redirect_uris(gateway_ports),
+                 post_logout_redirect_uris=post_logout_uris(gateway_ports))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def idp_factory(workdir, gateway_ports):
+    """Starts extra IdPs (their own port and settings); all are stopped after the test."""
+    started: list[Idp] = []
+
+    def make(start: bool = True, **kwargs) -> Idp:
+        kwargs.setdefault("redirect_uris", redirect_uris(gateway_ports))
+        kwargs.setdefault("post_logout_redirect_uris", post_logout_uris(gateway_ports))
+        server = Idp(workdir, **kwargs)
+        started.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def echo(workdir):
+    server = Echo(workdir).start()
+    yield server
+    server.stop()
+
+
+class _PortPool:
+    def __init__(self, ports):
+        self.free = list(ports)
+
+    def take(self, port=None) -> int:
+        if port is None:
+            if not self.free:
+                raise RuntimeError("no free gateway port left in the pool")
+            return self.free.pop(0)
+        if port in self.free:
+            self.free.remove(port)
+        return port
+
+    def give(self, port):
+        if port not in self.free:
+            self.free.append(port)
+
+
+@pytest.fixture(scope="session")
+def port_pool(gateway_ports):
+    return _PortPool(gateway_ports)
+
+
+@pytest.fixture(scope="session")
+def wasm() -> Path:
+    if not WASM.exists():
+        pytest.fail(f"{WASM} is missing: build it with scripts/setup "
+                    "(cargo build --release --target wasm32-wasip1)", pytrace=False)
+    return WASM
+
+
+@pytest.fixture
+def gateway(workdir, idp, echo, port_pool, wasm, request):
+    """Factory: gateway(**filter_config_overrides) -> a started, ready Gateway."""
+    started: list[tuple[Gateway, int]] = []
+
+    def make(_idp: Idp | None = None, _port: int | None = None, _wait_metadata: bool = True,
+             _wait_ready: bool = True, _raw_config: str | None = None, _env: dict | None = None,
+             **config_overrides) -> Gateway:
+        provider = _idp or idp
+        port = port_pool.take(_port)
+        cfg = build_envoy_config(port, provider.port, echo.port, config_overrides, raw_filter_config=_raw_config)
+        gw = Gateway(workdir, cfg, port, env=_env)
+        gw.idp = provider
+        started.append((gw, port))
+        gw.start()
+        if _wait_ready:
+            gw.wait_ready()
+            if _wait_metadata:
+                gw.wait_metadata()
+        return gw
+
+    yield make
+    for gw, port in started:
+        gw.stop()
+        port_pool.give(port)
+        if getattr(request.node, "rep_call_failed", False):
+            print(f"\n--- Envoy log ({gw.log_path}) ---\n{gw.log()[-6000:]}")
+
+
+@pytest.fixture
+def browser(workdir):
+    """Factory of browsers (curl + cookie jar)."""
+
+    def make(name: str = "browser") -> Browser:
+        return Browser(workdir, name)
+
+    return make
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.rep_call_failed = report.failed
+    return report
+
+
+def pytest_sessionstart(session):
+    for tool in ("node", "curl"):
+        if shutil.which(tool) is None:
+            raise pytest.UsageError(f"{tool} is required by the end-to-end tests")
