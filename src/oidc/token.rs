@@ -59,7 +59,11 @@ impl std::fmt::Debug for TokenResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
     /// A non-200 answer; `error` and `description` from the RFC 6749 §5.2 body when present.
-    Status { status: u16, error: Option<String>, description: Option<String> },
+    Status {
+        status: u16,
+        error: Option<String>,
+        description: Option<String>,
+    },
     NotJson,
     MissingField(&'static str),
     NotBearer(String),
