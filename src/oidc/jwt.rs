@@ -299,6 +299,18 @@ pub(crate) mod tests {
         token.expect("signing")
     }
 
+    /// RS256 over exactly these header and payload bytes, for shapes jwt-compact
+    /// will not produce.
+    pub(crate) fn sign_raw(header_json: &str, payload_json: &str) -> String {
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header_json),
+            URL_SAFE_NO_PAD.encode(payload_json)
+        );
+        let sig = jwt_compact::Algorithm::sign(&Rsa::rs256(), rsa_key(0), signing_input.as_bytes());
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_bytes()))
+    }
+
     pub(crate) fn sign_rsa(which: usize, header: &Header, claims: &Value) -> String {
         Rsa::rs256()
             .token(header, &claims_of(claims), rsa_key(which))
@@ -504,13 +516,11 @@ pub(crate) mod tests {
     #[test]
     fn crit_header_is_refused() {
         let jwks = test_jwks();
-        // jwt-compact cannot emit `crit`, so sign the raw bytes with its primitive.
-        let hdr =
-            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"rsa","crit":["b64"],"b64":false}"#);
-        let pay = URL_SAFE_NO_PAD.encode(b"{}");
-        let signing_input = format!("{hdr}.{pay}");
-        let sig = jwt_compact::Algorithm::sign(&Rsa::rs256(), rsa_key(0), signing_input.as_bytes());
-        let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_bytes()));
+        // jwt-compact cannot emit `crit`.
+        let token = sign_raw(
+            r#"{"alg":"RS256","kid":"rsa","crit":["b64"],"b64":false}"#,
+            "{}",
+        );
         assert!(matches!(
             verify_signature(&token, &jwks, &Algorithm::ALL),
             Err(JwtError::Malformed(_))
