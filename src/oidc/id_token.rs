@@ -468,6 +468,31 @@ mod tests {
         }
     }
 
+    /// Tokens and keys made by an independent implementation (node `jose`, the
+    /// library oidc-provider signs with), so this is not jwt-compact agreeing
+    /// with itself.
+    #[test]
+    fn interoperates_with_jose() {
+        let fixture: Value =
+            serde_json::from_str(include_str!("testdata/jose-tokens.json")).unwrap();
+        let jwks = Jwks::parse(fixture.to_string().as_bytes()).unwrap();
+        assert_eq!(jwks.len(), 4);
+        let expect = IdTokenExpectations {
+            issuer: "http://127.0.0.1:9601",
+            client_id: "rp",
+            nonce: NonceCheck::Equals("n"),
+            allowed_algorithms: &Algorithm::ALL,
+            now: 1_700_000_100,
+            clock_skew: 0,
+            max_age: 3600,
+        };
+        for alg in ["RS256", "PS256", "ES256", "EdDSA"] {
+            let token = fixture["tokens"][alg].as_str().unwrap();
+            let v = verify_id_token(token, &jwks, &expect).unwrap_or_else(|e| panic!("{alg}: {e}"));
+            assert_eq!((v.sub.as_str(), v.sid.as_deref()), ("alice", Some("s")));
+        }
+    }
+
     #[test]
     fn messages() {
         assert_eq!(

@@ -22,7 +22,7 @@ pub struct LogoutTokenExpectations<'a> {
 }
 
 /// A logout token that passed every check. Replay protection (`jti`) and matching
-/// `sub`/`sid` to sessions are the caller's job (§2.6 steps 6–7).
+/// `sub`/`sid` to sessions are the caller's job (§2.6 steps 7–9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedLogoutToken {
     pub sub: Option<String>,
