@@ -1,8 +1,11 @@
 //! OpenID Provider protocol: discovery, keys, tokens, and their verification.
 
+pub mod access_token;
+mod common;
 pub mod discovery;
+pub mod id_token;
 pub mod jwks;
 pub mod jwt;
-pub mod id_token;
+pub mod logout_token;
 pub mod pkce;
 pub mod token;

@@ -1,0 +1,177 @@
+//! Claim readers and log-safe text shared by the token verifiers.
+
+use serde_json::{Map, Value};
+
+/// A claim that is absent or of the wrong JSON type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimError {
+    Missing(&'static str),
+    Invalid(&'static str),
+}
+
+/// serde_json's messages can quote the input; this names only the category.
+pub(crate) fn json_error_kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected data",
+        serde_json::error::Category::Eof => "unexpected end",
+    }
+}
+
+/// Untrusted text bound for logs and error pages: control characters are
+/// replaced so a value cannot forge log lines, and length is capped.
+pub(crate) fn log_safe(text: &str, max_chars: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(max_chars).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// A NumericDate (RFC 7519 §2): non-negative, fractions allowed and floored.
+pub(crate) fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, ClaimError> {
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let Value::Number(n) = value else {
+        return Err(ClaimError::Invalid(name));
+    };
+    if let Some(whole) = n.as_u64() {
+        return Ok(Some(whole));
+    }
+    match n.as_f64() {
+        // `as` saturates, so an absurd date becomes u64::MAX rather than wrapping.
+        Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f.floor() as u64)),
+        _ => Err(ClaimError::Invalid(name)),
+    }
+}
+
+pub(crate) fn required_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<u64, ClaimError> {
+    numeric_date(claims, name)?.ok_or(ClaimError::Missing(name))
+}
+
+pub(crate) fn string_claim<'c>(
+    claims: &'c Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'c str>, ClaimError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ClaimError::Invalid(name)),
+    }
+}
+
+/// `aud` as a list (RFC 7519 §4.1.3: a string or an array of strings).
+pub(crate) fn audiences(claims: &Map<String, Value>) -> Result<Vec<&str>, ClaimError> {
+    match claims.get("aud") {
+        None => Err(ClaimError::Missing("aud")),
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().ok_or(ClaimError::Invalid("aud")))
+            .collect(),
+        Some(_) => Err(ClaimError::Invalid("aud")),
+    }
+}
+
+/// Whether a `typ` header names `media_type`. RFC 7515 §4.1.9: compared
+/// case-insensitively, and the "application/" prefix may be left out.
+pub(crate) fn typ_is(typ: &str, media_type: &str) -> bool {
+    let short = match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => typ.get(12..).unwrap_or(""),
+        _ => typ,
+    };
+    short.eq_ignore_ascii_case(media_type)
+}
+
+/// An explicitly typed JWT (RFC 8725 §3.11), e.g. `logout+jwt` or `at+jwt`:
+/// a token of some other kind that must not be accepted in place of this one.
+pub(crate) fn is_explicit_type(typ: &str) -> bool {
+    typ.len() > 4
+        && typ
+            .get(typ.len() - 4..)
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+jwt"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn numeric_dates() {
+        let c: Map<String, Value> = serde_json::from_str(
+            r#"{"a": 5, "b": 5.9, "c": -1, "d": "5", "e": 1e300, "f": -0.5,
+                "g": 18446744073709551616, "h": null}"#,
+        )
+        .unwrap();
+        assert_eq!(numeric_date(&c, "a"), Ok(Some(5)));
+        assert_eq!(numeric_date(&c, "b"), Ok(Some(5)));
+        assert_eq!(numeric_date(&c, "c"), Err(ClaimError::Invalid("c")));
+        assert_eq!(numeric_date(&c, "d"), Err(ClaimError::Invalid("d")));
+        assert_eq!(numeric_date(&c, "e"), Ok(Some(u64::MAX)));
+        assert_eq!(numeric_date(&c, "f"), Err(ClaimError::Invalid("f")));
+        assert_eq!(numeric_date(&c, "g"), Ok(Some(u64::MAX)));
+        assert_eq!(numeric_date(&c, "h"), Err(ClaimError::Invalid("h")));
+        assert_eq!(numeric_date(&c, "zz"), Ok(None));
+        assert_eq!(required_date(&c, "zz"), Err(ClaimError::Missing("zz")));
+    }
+
+    #[test]
+    fn audience_forms() {
+        assert_eq!(audiences(&map(json!({"aud": "x"}))), Ok(vec!["x"]));
+        assert_eq!(
+            audiences(&map(json!({"aud": ["x", "y"]}))),
+            Ok(vec!["x", "y"])
+        );
+        assert_eq!(audiences(&map(json!({"aud": []}))), Ok(vec![]));
+        assert_eq!(
+            audiences(&map(json!({"aud": ["x", 1]}))),
+            Err(ClaimError::Invalid("aud"))
+        );
+        assert_eq!(
+            audiences(&map(json!({"aud": 1}))),
+            Err(ClaimError::Invalid("aud"))
+        );
+        assert_eq!(audiences(&map(json!({}))), Err(ClaimError::Missing("aud")));
+    }
+
+    #[test]
+    fn type_names() {
+        assert!(typ_is("logout+jwt", "logout+jwt"));
+        assert!(typ_is("application/Logout+JWT", "logout+jwt"));
+        assert!(!typ_is("application/", "logout+jwt"));
+        assert!(!typ_is("JWT", "logout+jwt"));
+        assert!(is_explicit_type("at+jwt"));
+        assert!(is_explicit_type("application/logout+JWT"));
+        assert!(!is_explicit_type("JWT"));
+        assert!(!is_explicit_type("+jwt"));
+        assert!(!is_explicit_type("éjwt"));
+    }
+
+    #[test]
+    fn log_safe_text() {
+        assert_eq!(log_safe("abc", 5), "abc");
+        assert_eq!(log_safe("abcdef", 3), "abc…");
+        assert_eq!(log_safe("a\nb\u{1b}", 10), "a?b?");
+        assert_eq!(log_safe("ééé", 2), "éé…");
+    }
+}
