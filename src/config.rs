@@ -29,7 +29,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: `{}`: {}", self.field, self.message)
+        write!(
+            f,
+            "invalid configuration: `{}`: {}",
+            self.field, self.message
+        )
     }
 }
 
@@ -312,7 +316,9 @@ impl Config {
             ));
         }
         let post_logout_redirect_uri = match raw.post_logout_redirect_uri {
-            Some(target) if target.starts_with('/') => local_path("post_logout_redirect_uri", &target)?,
+            Some(target) if target.starts_with('/') => {
+                local_path("post_logout_redirect_uri", &target)?
+            }
             Some(target) => {
                 let url = parse_url("post_logout_redirect_uri", &target)?;
                 require_https("post_logout_redirect_uri", &url, allow_http)?;
@@ -323,7 +329,11 @@ impl Config {
 
         let mut scopes = vec!["openid".to_string()];
         for scope in raw.scopes {
-            if scope.is_empty() || !scope.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\') {
+            if scope.is_empty()
+                || !scope
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+            {
                 return Err(ConfigError::new(
                     "scopes",
                     format!("{scope:?} is not a valid scope token (RFC 6749 §3.3)"),
@@ -342,7 +352,9 @@ impl Config {
             if authority.is_empty() || cluster.is_empty() || authority.contains('/') {
                 return Err(ConfigError::new(
                     "provider_clusters_by_authority",
-                    format!("entry {authority:?} → {cluster:?} needs a host[:port] and a cluster name"),
+                    format!(
+                        "entry {authority:?} → {cluster:?} needs a host[:port] and a cluster name"
+                    ),
                 ));
             }
         }
@@ -355,7 +367,13 @@ impl Config {
             ));
         }
         let clock_skew = bounded("clock_skew_seconds", raw.clock_skew_seconds, 60, 0, 600)?;
-        let login_timeout = bounded("login_timeout_seconds", raw.login_timeout_seconds, 600, 30, 3600)?;
+        let login_timeout = bounded(
+            "login_timeout_seconds",
+            raw.login_timeout_seconds,
+            600,
+            30,
+            3600,
+        )?;
         let metadata_refresh = bounded(
             "metadata_refresh_seconds",
             raw.metadata_refresh_seconds,
@@ -453,7 +471,10 @@ impl Config {
 
     /// The claims a session must keep: those the configured headers read.
     pub fn retained_claims(&self) -> impl Iterator<Item = &str> {
-        self.upstream.claim_headers.iter().map(|(_, path)| path.root())
+        self.upstream
+            .claim_headers
+            .iter()
+            .map(|(_, path)| path.root())
     }
 }
 
@@ -478,9 +499,13 @@ fn required(value: Option<String>, field: &str) -> Result<String, ConfigError> {
 }
 
 fn parse_url(field: &str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value).map_err(|e| ConfigError::new(field, format!("{value:?} is not a URL: {e}")))?;
+    let url = Url::parse(value)
+        .map_err(|e| ConfigError::new(field, format!("{value:?} is not a URL: {e}")))?;
     if url.host_str().is_none() || !matches!(url.scheme(), "http" | "https") {
-        return Err(ConfigError::new(field, format!("{value:?} must be an http(s) URL with a host")));
+        return Err(ConfigError::new(
+            field,
+            format!("{value:?} must be an http(s) URL with a host"),
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ConfigError::new(field, "must not carry credentials"));
@@ -507,16 +532,28 @@ fn local_path(field: &str, path: &str) -> Result<String, ConfigError> {
     if ok {
         Ok(path.to_string())
     } else {
-        Err(ConfigError::new(field, format!("{path:?} must be a local path such as /oauth2/logout")))
+        Err(ConfigError::new(
+            field,
+            format!("{path:?} must be a local path such as /oauth2/logout"),
+        ))
     }
 }
 
-fn bounded(field: &str, value: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn bounded(
+    field: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let value = value.unwrap_or(default);
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(ConfigError::new(field, format!("must be between {min} and {max}, got {value}")))
+        Err(ConfigError::new(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ))
     }
 }
 
@@ -538,8 +575,15 @@ fn cookie_config(raw: &RawCookie) -> Result<CookieConfig, ConfigError> {
         ));
     }
     if let Some(domain) = &raw.domain {
-        if domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
-            return Err(ConfigError::new("cookie.domain", format!("{domain:?} is not a domain name")));
+        if domain.is_empty()
+            || !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(ConfigError::new(
+                "cookie.domain",
+                format!("{domain:?} is not a domain name"),
+            ));
         }
     }
     // `__Host-` binds the cookie to this host, https and Path=/; `__Secure-` still
@@ -562,10 +606,16 @@ fn cookie_config(raw: &RawCookie) -> Result<CookieConfig, ConfigError> {
     })
 }
 
-fn sealing_keys(raw: &RawCookie, env: &impl Fn(&str) -> Option<String>) -> Result<Option<SealingKeys>, ConfigError> {
+fn sealing_keys(
+    raw: &RawCookie,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<SealingKeys>, ConfigError> {
     let (field, keys) = match (&raw.keys, &raw.keys_env) {
         (Some(_), Some(_)) => {
-            return Err(ConfigError::new("cookie.keys", "set either cookie.keys or cookie.keys_env, not both"))
+            return Err(ConfigError::new(
+                "cookie.keys",
+                "set either cookie.keys or cookie.keys_env, not both",
+            ))
         }
         (Some(keys), None) => ("cookie.keys", keys.clone()),
         (None, Some(var)) => {
@@ -593,16 +643,31 @@ fn sealing_keys(raw: &RawCookie, env: &impl Fn(&str) -> Option<String>) -> Resul
 fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
     let claim_headers = match raw.claim_headers {
         None => vec![
-            ("x-auth-request-user".to_string(), ClaimPath(vec!["sub".to_string()])),
-            ("x-auth-request-email".to_string(), ClaimPath(vec!["email".to_string()])),
+            (
+                "x-auth-request-user".to_string(),
+                ClaimPath(vec!["sub".to_string()]),
+            ),
+            (
+                "x-auth-request-email".to_string(),
+                ClaimPath(vec!["email".to_string()]),
+            ),
         ],
         Some(map) => map
             .into_iter()
             .map(|(header, claim)| {
                 let name = header.to_ascii_lowercase();
                 let valid_name = !name.is_empty()
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    && !matches!(name.as_str(), "cookie" | "host" | "authorization" | "content-length" | "transfer-encoding");
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && !matches!(
+                        name.as_str(),
+                        "cookie"
+                            | "host"
+                            | "authorization"
+                            | "content-length"
+                            | "transfer-encoding"
+                    );
                 if !valid_name {
                     return Err(ConfigError::new(
                         "upstream.claim_headers",
@@ -610,14 +675,19 @@ fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
                     ));
                 }
                 let path = ClaimPath::parse(&claim).ok_or_else(|| {
-                    ConfigError::new("upstream.claim_headers", format!("{claim:?} is not a claim path"))
+                    ConfigError::new(
+                        "upstream.claim_headers",
+                        format!("{claim:?} is not a claim path"),
+                    )
                 })?;
                 Ok((name, path))
             })
             .collect::<Result<_, _>>()?,
     };
     Ok(UpstreamConfig {
-        authorization: raw.authorization.unwrap_or(UpstreamAuthorization::AccessToken),
+        authorization: raw
+            .authorization
+            .unwrap_or(UpstreamAuthorization::AccessToken),
         claim_headers,
     })
 }
@@ -659,11 +729,21 @@ mod tests {
         let attrs = &config.cookies.attributes;
         assert!(attrs.secure && attrs.http_only);
         assert_eq!(attrs.same_site, SameSite::Lax);
-        assert_eq!(config.upstream.authorization, UpstreamAuthorization::AccessToken);
+        assert_eq!(
+            config.upstream.authorization,
+            UpstreamAuthorization::AccessToken
+        );
         assert!(!config.allowed_algorithms.is_empty());
         assert!(config.sealing_keys.is_none());
         let identity: Vec<&str> = config.identity_headers().collect();
-        assert_eq!(identity, ["authorization", "x-auth-request-user", "x-auth-request-email"]);
+        assert_eq!(
+            identity,
+            [
+                "authorization",
+                "x-auth-request-user",
+                "x-auth-request-email"
+            ]
+        );
         assert!(format!("{config:?}").contains("<redacted>"));
         assert!(!format!("{config:?}").contains("s3cret"));
     }
@@ -678,23 +758,71 @@ mod tests {
             (with("issuer", "https://idp.example/?a=b".into()), "issuer"),
             (with("client_id", serde_json::Value::Null), "client_id"),
             (with("client_id", "".into()), "client_id"),
-            (with("client_secret", serde_json::Value::Null), "client_secret"),
-            (with("redirect_uri", "https://app.example/".into()), "redirect_uri"),
+            (
+                with("client_secret", serde_json::Value::Null),
+                "client_secret",
+            ),
+            (
+                with("redirect_uri", "https://app.example/".into()),
+                "redirect_uri",
+            ),
             (with("redirect_uri", "/callback".into()), "redirect_uri"),
-            (with("provider_cluster", serde_json::Value::Null), "provider_cluster"),
+            (
+                with("provider_cluster", serde_json::Value::Null),
+                "provider_cluster",
+            ),
             (with("scopes", serde_json::json!(["has space"])), "scopes"),
             (with("callout_timeout_ms", 0.into()), "callout_timeout_ms"),
             (with("logout_path", "//evil".into()), "logout_path"),
-            (with("id_token_signing_algorithms", serde_json::json!(["none"])), "id_token_signing_algorithms"),
-            (with("id_token_signing_algorithms", serde_json::json!(["HS256"])), "id_token_signing_algorithms"),
-            (with("token_endpoint_auth_method", "private_key_jwt".into()), "<json>"),
-            (with("cookie", serde_json::json!({"secure": false, "same_site": "None"})), "cookie.same_site"),
-            (with("cookie", serde_json::json!({"prefix": "a b"})), "cookie.prefix"),
-            (with("cookie", serde_json::json!({"colour": "red"})), "colour"),
-            (with("cookie", serde_json::json!({"keys": ["c2hvcnQ"]})), "cookie.keys"),
-            (with("session", serde_json::json!({"idle_timeout_seconds": 10})), "session.idle_timeout_seconds"),
-            (with("upstream", serde_json::json!({"claim_headers": {"cookie": "sub"}})), "upstream.claim_headers"),
-            (with("upstream", serde_json::json!({"claim_headers": {"x-a": "a..b"}})), "upstream.claim_headers"),
+            (
+                with("id_token_signing_algorithms", serde_json::json!(["none"])),
+                "id_token_signing_algorithms",
+            ),
+            (
+                with("id_token_signing_algorithms", serde_json::json!(["HS256"])),
+                "id_token_signing_algorithms",
+            ),
+            (
+                with("token_endpoint_auth_method", "private_key_jwt".into()),
+                "<json>",
+            ),
+            (
+                with(
+                    "cookie",
+                    serde_json::json!({"secure": false, "same_site": "None"}),
+                ),
+                "cookie.same_site",
+            ),
+            (
+                with("cookie", serde_json::json!({"prefix": "a b"})),
+                "cookie.prefix",
+            ),
+            (
+                with("cookie", serde_json::json!({"colour": "red"})),
+                "colour",
+            ),
+            (
+                with("cookie", serde_json::json!({"keys": ["c2hvcnQ"]})),
+                "cookie.keys",
+            ),
+            (
+                with("session", serde_json::json!({"idle_timeout_seconds": 10})),
+                "session.idle_timeout_seconds",
+            ),
+            (
+                with(
+                    "upstream",
+                    serde_json::json!({"claim_headers": {"cookie": "sub"}}),
+                ),
+                "upstream.claim_headers",
+            ),
+            (
+                with(
+                    "upstream",
+                    serde_json::json!({"claim_headers": {"x-a": "a..b"}}),
+                ),
+                "upstream.claim_headers",
+            ),
             (b"not json".to_vec(), "<json>"),
             (b"".to_vec(), "<json>"),
         ];
@@ -722,7 +850,7 @@ mod tests {
         json["client_secret_env"] = "OIDC_SECRET".into();
         json["cookie"] = serde_json::json!({"keys_env": "OIDC_KEYS"});
         let bytes = serde_json::to_vec(&json).unwrap();
-        let key = "0123456789abcdef0123456789abcdef0123456789a";
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
         let env = |name: &str| match name {
             "OIDC_SECRET" => Some("from-env".to_string()),
             "OIDC_KEYS" => Some(format!("{key},{key}")),
@@ -738,7 +866,11 @@ mod tests {
 
     #[test]
     fn scopes_always_start_with_openid_once() {
-        let config = Config::parse(&with("scopes", serde_json::json!(["email", "openid", "email"])), |_| None).unwrap();
+        let config = Config::parse(
+            &with("scopes", serde_json::json!(["email", "openid", "email"])),
+            |_| None,
+        )
+        .unwrap();
         assert_eq!(config.scope, "openid email");
     }
 

@@ -4,8 +4,8 @@
 use rand_core::CryptoRngCore;
 
 use super::{
-    expire_cookie, provider_unavailable, respond, session_id, Callout, CalloutOutcome, Context, Expect, Next,
-    RequestHead, Respond, Step, StoreWrite,
+    expire_cookie, provider_unavailable, respond, session_id, Callout, CalloutOutcome, Context,
+    Expect, Next, RequestHead, Respond, Step, StoreWrite,
 };
 use crate::crypto;
 use crate::http::cookies;
@@ -27,7 +27,10 @@ pub(super) struct Callback {
     previous_session_key: Option<String>,
 }
 
-pub(super) fn handle_callback<R: CryptoRngCore>(ctx: &mut Context<'_, R>, request: &RequestHead) -> Next {
+pub(super) fn handle_callback<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    request: &RequestHead,
+) -> Next {
     if ctx.provider.is_none() {
         return Next::Done(provider_unavailable());
     }
@@ -35,7 +38,11 @@ pub(super) fn handle_callback<R: CryptoRngCore>(ctx: &mut Context<'_, R>, reques
     let (_, query) = paths::split_path_query(&request.target);
     let params = match CallbackParams::parse(query.unwrap_or_default()) {
         Ok(params) => params,
-        Err(name) => return refuse(format!("The login response repeats the parameter {name:?}.")),
+        Err(name) => {
+            return refuse(format!(
+                "The login response repeats the parameter {name:?}."
+            ))
+        }
     };
     let Some(state) = params.state else {
         return refuse("The login response has no state parameter.".to_string());
@@ -44,7 +51,9 @@ pub(super) fn handle_callback<R: CryptoRngCore>(ctx: &mut Context<'_, R>, reques
     let cookie_name = LoginState::cookie_name(&config.cookies.login_prefix, &state);
     let parsed = cookies::parse_cookies(request.cookie_headers());
     let Some(sealed) = cookies::cookie_value(&parsed, &cookie_name) else {
-        log::info!("callback without a matching login cookie (expired, replayed or from another browser)");
+        log::info!(
+            "callback without a matching login cookie (expired, replayed or from another browser)"
+        );
         return refuse(
             "This login does not belong to this browser, has already been used, or has expired. Please start again."
                 .to_string(),
@@ -54,12 +63,20 @@ pub(super) fn handle_callback<R: CryptoRngCore>(ctx: &mut Context<'_, R>, reques
     let login = match LoginState::open(ctx.keys, &cookie_name, sealed) {
         Some(login) if crypto::constant_time_eq(login.state.as_bytes(), state.as_bytes()) => login,
         _ => {
-            log::warn!("callback with a login cookie that does not open or does not match the state");
-            return refuse_and_expire("The login state does not match. Please start again.", expire);
+            log::warn!(
+                "callback with a login cookie that does not open or does not match the state"
+            );
+            return refuse_and_expire(
+                "The login state does not match. Please start again.",
+                expire,
+            );
         }
     };
     if ctx.now >= login.issued_at.saturating_add(config.login_timeout) {
-        return refuse_and_expire("This login took too long and has expired. Please start again.", expire);
+        return refuse_and_expire(
+            "This login took too long and has expired. Please start again.",
+            expire,
+        );
     }
 
     if let Some(error) = params.error {
@@ -80,10 +97,16 @@ pub(super) fn handle_callback<R: CryptoRngCore>(ctx: &mut Context<'_, R>, reques
     match params.iss.as_deref() {
         Some(iss) if iss != config.issuer => {
             log::warn!("callback iss parameter {iss:?} is not the configured issuer");
-            return refuse_and_expire("The login response comes from an unexpected issuer.", expire);
+            return refuse_and_expire(
+                "The login response comes from an unexpected issuer.",
+                expire,
+            );
         }
         None if iss_required => {
-            return refuse_and_expire("The login response lacks the iss parameter the provider promises.", expire);
+            return refuse_and_expire(
+                "The login response lacks the iss parameter the provider promises.",
+                expire,
+            );
         }
         _ => {}
     }
@@ -102,15 +125,22 @@ pub(super) fn handle_callback<R: CryptoRngCore>(ctx: &mut Context<'_, R>, reques
         code,
         previous_session_key: session_id(config, request).map(|id| id.store_key()),
     };
-    Next::Wait(Expect::LoginRecorded(callback), step)
+    Next::Wait(Box::new(Expect::LoginRecorded(callback)), step)
 }
 
-pub(super) fn exchange_code<R: CryptoRngCore>(ctx: &mut Context<'_, R>, cb: Callback, first_use: bool) -> Next {
+pub(super) fn exchange_code<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    cb: Callback,
+    first_use: bool,
+) -> Next {
     let config = ctx.config;
     if !first_use {
         log::warn!("a login cookie was presented a second time; refused");
         let expire = expire_cookie(config, &cb.cookie_name);
-        return refuse_and_expire("This login has already been completed. Please start again.", expire);
+        return refuse_and_expire(
+            "This login has already been completed. Please start again.",
+            expire,
+        );
     }
     let Some(provider) = ctx.provider else {
         return Next::Done(provider_unavailable());
@@ -129,7 +159,7 @@ pub(super) fn exchange_code<R: CryptoRngCore>(ctx: &mut Context<'_, R>, cb: Call
     let mut callout = Callout::new(config, "POST", &provider.metadata.token_endpoint);
     callout.headers = form.headers;
     callout.body = form.body;
-    Next::Wait(Expect::TokenResponse(cb), Step::Callout(callout))
+    Next::Wait(Box::new(Expect::TokenResponse(cb)), Step::Callout(callout))
 }
 
 pub(super) fn handle_token_response<R: CryptoRngCore>(
@@ -140,15 +170,25 @@ pub(super) fn handle_token_response<R: CryptoRngCore>(
     let tokens = match outcome {
         CalloutOutcome::Failed(reason) => {
             log::warn!("token endpoint unreachable: {reason}");
-            return bad_gateway(ctx, &cb, "The identity provider could not be reached to complete the login.");
+            return bad_gateway(
+                ctx,
+                &cb,
+                "The identity provider could not be reached to complete the login.",
+            );
         }
-        CalloutOutcome::Response { status, body } => match token::parse_token_response(status, &body) {
-            Ok(tokens) => tokens,
-            Err(err) => {
-                log::warn!("token endpoint refused the code exchange: {err}");
-                return bad_gateway(ctx, &cb, &format!("The identity provider refused to complete the login: {err}"));
+        CalloutOutcome::Response { status, body } => {
+            match token::parse_token_response(status, &body) {
+                Ok(tokens) => tokens,
+                Err(err) => {
+                    log::warn!("token endpoint refused the code exchange: {err}");
+                    return bad_gateway(
+                        ctx,
+                        &cb,
+                        &format!("The identity provider refused to complete the login: {err}"),
+                    );
+                }
             }
-        },
+        }
     };
     finish_login(ctx, cb, tokens, true)
 }
@@ -178,18 +218,25 @@ pub(super) fn finish_login<R: CryptoRngCore>(
     };
     let id_token = match verify_id_token(raw_id_token, &provider.jwks, &expect) {
         Ok(verified) => verified,
-        Err(IdTokenError::Jwt(JwtError::UnknownKid(kid))) if may_refetch_keys && provider.may_refetch_jwks(ctx.now) => {
+        Err(IdTokenError::Jwt(JwtError::UnknownKid(kid)))
+            if may_refetch_keys && provider.may_refetch_jwks(ctx.now) =>
+        {
             log::info!("ID token signed with unknown key {kid:?}: refetching the provider's keys");
-            return Next::Wait(Expect::Jwks(cb, tokens), Step::RefetchJwks);
+            return Next::Wait(Box::new(Expect::Jwks(cb, tokens)), Step::RefetchJwks);
         }
         Err(err) => {
             log::warn!("ID token rejected: {err}");
-            return bad_gateway(ctx, &cb, &format!("The identity provider's ID token was rejected: {err}"));
+            return bad_gateway(
+                ctx,
+                &cb,
+                &format!("The identity provider's ID token was rejected: {err}"),
+            );
         }
     };
 
     let now = ctx.now;
-    let keep_id_token = config.upstream.authorization == crate::config::UpstreamAuthorization::IdToken
+    let keep_id_token = config.upstream.authorization
+        == crate::config::UpstreamAuthorization::IdToken
         || provider.metadata.end_session_endpoint.is_some();
     let claims = config
         .retained_claims()
@@ -218,7 +265,9 @@ pub(super) fn finish_login<R: CryptoRngCore>(
     });
 
     let mut response = pages::redirect(&cb.login.return_to);
-    response.headers.push(expire_cookie(config, &cb.cookie_name));
+    response
+        .headers
+        .push(expire_cookie(config, &cb.cookie_name));
     response.headers.push((
         "set-cookie".to_string(),
         cookies::set_cookie(
@@ -281,7 +330,9 @@ fn bad_gateway<R: CryptoRngCore>(ctx: &Context<'_, R>, cb: &Callback, detail: &s
         &truncate(detail, 300),
         &cb.login.return_to,
     );
-    response.headers.push(expire_cookie(ctx.config, &cb.cookie_name));
+    response
+        .headers
+        .push(expire_cookie(ctx.config, &cb.cookie_name));
     Next::Done(respond(response))
 }
 

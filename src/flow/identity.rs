@@ -26,9 +26,10 @@ pub(super) fn continue_session<R: CryptoRngCore>(
 
     let mut forward = strip_request(config, request);
     match config.upstream.authorization {
-        UpstreamAuthorization::AccessToken => forward
-            .set_headers
-            .push(("authorization".to_string(), format!("Bearer {}", session.access_token))),
+        UpstreamAuthorization::AccessToken => forward.set_headers.push((
+            "authorization".to_string(),
+            format!("Bearer {}", session.access_token),
+        )),
         UpstreamAuthorization::IdToken => {
             if let Some(id_token) = &session.id_token {
                 forward
@@ -65,7 +66,11 @@ pub(super) fn strip_request(config: &Config, request: &RequestHead) -> Forward {
     let has_ours = cookies::parse_cookies(request.cookie_headers())
         .iter()
         .any(|(name, _)| config.cookies.is_ours(name.as_bytes()));
-    let cookie = has_ours.then(|| cookies::strip_cookies(request.cookie_headers(), |name| config.cookies.is_ours(name)));
+    let cookie = has_ours.then(|| {
+        cookies::strip_cookies(request.cookie_headers(), |name| {
+            config.cookies.is_ours(name)
+        })
+    });
     Forward {
         remove_headers,
         set_headers: Vec::new(),

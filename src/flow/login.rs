@@ -13,7 +13,10 @@ use crate::session::login::LoginState;
 /// redirect loop cannot fill the browser's cookie jar.
 const MAX_LOGINS_IN_FLIGHT: usize = 8;
 
-pub(super) fn start_login<R: CryptoRngCore>(ctx: &mut Context<'_, R>, request: &RequestHead) -> Step {
+pub(super) fn start_login<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    request: &RequestHead,
+) -> Step {
     let Some(provider) = ctx.provider else {
         return provider_unavailable();
     };
@@ -39,7 +42,10 @@ pub(super) fn start_login<R: CryptoRngCore>(ctx: &mut Context<'_, R>, request: &
         .append_pair("scope", &config.scope)
         .append_pair("state", &login.state)
         .append_pair("nonce", &login.nonce)
-        .append_pair("code_challenge", &pkce::s256_challenge(&login.code_verifier))
+        .append_pair(
+            "code_challenge",
+            &pkce::s256_challenge(&login.code_verifier),
+        )
         .append_pair("code_challenge_method", "S256");
 
     let mut response = pages::redirect(location.as_str());

@@ -29,7 +29,9 @@ pub(super) fn logged_out<R: CryptoRngCore>(
         writes.push(StoreWrite::Delete { key });
     }
     let expire = expire_cookie(config, &config.cookies.session_name);
-    let end_session = ctx.provider.and_then(|p| p.metadata.end_session_endpoint.clone());
+    let end_session = ctx
+        .provider
+        .and_then(|p| p.metadata.end_session_endpoint.clone());
     let mut response = match end_session {
         Some(mut location) => {
             let post_logout = absolute_post_logout_uri(config);

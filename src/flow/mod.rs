@@ -145,7 +145,10 @@ impl Callout {
 /// How a callout ended.
 #[derive(Debug, Clone)]
 pub enum CalloutOutcome {
-    Response { status: u16, body: Vec<u8> },
+    Response {
+        status: u16,
+        body: Vec<u8>,
+    },
     /// Not sent, reset, or no answer: the reason, for logs and the error page.
     Failed(String),
 }
@@ -208,7 +211,9 @@ impl RequestFlow {
             Expect::Session(request) => {
                 let key = session_id(ctx.config, &request).map(|id| id.store_key());
                 let step = match (session, key) {
-                    (Some(session), Some(key)) => identity::continue_session(ctx, &request, session, key),
+                    (Some(session), Some(key)) => {
+                        identity::continue_session(ctx, &request, session, key)
+                    }
                     _ => login::start_login(ctx, &request),
                 };
                 self.finish(step)
@@ -227,7 +232,9 @@ impl RequestFlow {
         first_use: bool,
     ) -> Step {
         match std::mem::take(&mut self.expect) {
-            Expect::LoginRecorded(cb) => self.finish_or(callback::exchange_code(ctx, cb, first_use)),
+            Expect::LoginRecorded(cb) => {
+                self.finish_or(callback::exchange_code(ctx, cb, first_use))
+            }
             other => self.unexpected(other, "the single-use ledger"),
         }
     }
@@ -238,7 +245,9 @@ impl RequestFlow {
         outcome: CalloutOutcome,
     ) -> Step {
         match std::mem::take(&mut self.expect) {
-            Expect::TokenResponse(cb) => self.finish_or(callback::handle_token_response(ctx, cb, outcome)),
+            Expect::TokenResponse(cb) => {
+                self.finish_or(callback::handle_token_response(ctx, cb, outcome))
+            }
             other => self.unexpected(other, "a callout response"),
         }
     }
@@ -246,7 +255,9 @@ impl RequestFlow {
     /// `ctx.provider` now holds the refetched keys (or the old ones if the fetch failed).
     pub fn handle_jwks_refreshed<R: CryptoRngCore>(&mut self, ctx: &mut Context<'_, R>) -> Step {
         match std::mem::take(&mut self.expect) {
-            Expect::Jwks(cb, tokens) => self.finish_or(callback::finish_login(ctx, cb, tokens, false)),
+            Expect::Jwks(cb, tokens) => {
+                self.finish_or(callback::finish_login(ctx, cb, tokens, false))
+            }
             other => self.unexpected(other, "refetched keys"),
         }
     }
@@ -261,7 +272,7 @@ impl RequestFlow {
         match next {
             Next::Done(step) => self.finish(step),
             Next::Wait(expect, step) => {
-                self.expect = expect;
+                self.expect = *expect;
                 step
             }
         }
@@ -271,7 +282,11 @@ impl RequestFlow {
         // A host bug, not bad input: answer rather than let the request hang.
         log::error!("flow received {event} while in state {}", state.name());
         self.finish(Step::Respond(Respond {
-            response: pages::error_page(500, "Internal error", "The login filter lost track of this request. Please try again."),
+            response: pages::error_page(
+                500,
+                "Internal error",
+                "The login filter lost track of this request. Please try again.",
+            ),
             writes: Vec::new(),
         }))
     }
@@ -293,7 +308,7 @@ impl Expect {
 
 enum Next {
     Done(Step),
-    Wait(Expect, Step),
+    Wait(Box<Expect>, Step),
 }
 
 fn respond(response: LocalResponse) -> Step {

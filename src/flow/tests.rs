@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use jwt_compact::alg::Es256;
-use jwt_compact::{AlgorithmExt, Claims, Header, TimeOptions};
+use jwt_compact::{AlgorithmExt, Claims, Header};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use url::Url;
@@ -32,6 +32,9 @@ fn config_json(extra: &str) -> String {
         }}"#
     )
 }
+
+type Store = HashMap<String, Vec<u8>>;
+type TokenMaker<'a> = Box<dyn Fn(&str) -> String + 'a>;
 
 struct Idp {
     signing: p256::ecdsa::SigningKey,
@@ -111,7 +114,7 @@ impl Rp {
         }
     }
 
-    fn ctx(&mut self) -> (Context<'_, ChaCha20Rng>, &mut HashMap<String, Vec<u8>>, &mut HashMap<String, Vec<u8>>) {
+    fn ctx(&mut self) -> (Context<'_, ChaCha20Rng>, &mut Store, &mut Store) {
         (
             Context {
                 config: &self.config,
@@ -136,8 +139,16 @@ impl Rp {
                     let value = store.get(&key).cloned();
                     flow.handle_session(&mut ctx, value.as_deref())
                 }
-                Step::RecordLogin { key, issued_at, state } => {
-                    let first = match crate::session::once::mark(ledger.get(&key).map(Vec::as_slice), issued_at, &state) {
+                Step::RecordLogin {
+                    key,
+                    issued_at,
+                    state,
+                } => {
+                    let first = match crate::session::once::mark(
+                        ledger.get(&key).map(Vec::as_slice),
+                        issued_at,
+                        &state,
+                    ) {
                         crate::session::once::Mark::Record(v) => {
                             ledger.insert(key, v);
                             true
@@ -159,11 +170,20 @@ impl Rp {
         }
     }
 
-    fn request(&mut self, flow: &mut RequestFlow, method: &str, target: &str, headers: &[(&str, &[u8])]) -> Step {
+    fn request(
+        &mut self,
+        flow: &mut RequestFlow,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &[u8])],
+    ) -> Step {
         let head = RequestHead {
             method: method.to_string(),
             target: target.as_bytes().to_vec(),
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
         };
         let (mut ctx, _, _) = self.ctx();
         let step = flow.handle_request(&mut ctx, head);
@@ -209,7 +229,11 @@ fn response(step: Step) -> LocalResponse {
 }
 
 fn header<'a>(response: &'a LocalResponse, name: &str) -> Option<&'a str> {
-    response.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    response
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn set_cookies(response: &LocalResponse) -> Vec<&str> {
@@ -222,7 +246,11 @@ fn set_cookies(response: &LocalResponse) -> Vec<&str> {
 }
 
 fn query(location: &str) -> HashMap<String, String> {
-    Url::parse(location).unwrap().query_pairs().into_owned().collect()
+    Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
 }
 
 /// The `name=value` of a Set-Cookie whose name starts with `prefix`.
@@ -276,7 +304,12 @@ fn callback(rp: &mut Rp, login: &StartedLogin, code: &str) -> (RequestFlow, Step
         "/oauth2/callback?code={code}&state={}&iss=https%3A%2F%2Fidp.example",
         login.state
     );
-    let step = rp.request(&mut flow, "GET", &target, &[("cookie", login.login_cookie.as_bytes())]);
+    let step = rp.request(
+        &mut flow,
+        "GET",
+        &target,
+        &[("cookie", login.login_cookie.as_bytes())],
+    );
     (flow, step)
 }
 
@@ -284,7 +317,11 @@ fn complete_login(rp: &mut Rp, idp: &Idp, target: &str) -> (LocalResponse, Strin
     let login = start(rp, target);
     let (mut flow, step) = callback(rp, &login, "code-1");
     assert!(matches!(step, Step::Callout(_)), "{step:?}");
-    let done = response(rp.callout_response(&mut flow, 200, &token_body(&idp.id_token(valid_claims(&login.nonce))));
+    let done = response(rp.callout_response(
+        &mut flow,
+        200,
+        &token_body(&idp.id_token(valid_claims(&login.nonce))),
+    ));
     let session = cookie_pair(&done, "__Host-oidc-session");
     (done, session)
 }
@@ -300,18 +337,30 @@ fn a_browser_without_session_is_sent_to_the_provider_with_pkce_state_and_nonce()
     let params = query(location);
     assert_eq!(params["response_type"], "code");
     assert_eq!(params["client_id"], "rp");
-    assert_eq!(params["redirect_uri"], "https://app.example/oauth2/callback");
+    assert_eq!(
+        params["redirect_uri"],
+        "https://app.example/oauth2/callback"
+    );
     assert_eq!(params["scope"], "openid email");
     assert_eq!(params["code_challenge_method"], "S256");
     assert_eq!(params["code_challenge"].len(), 43);
-    assert!(params["state"].len() >= 22, "state carries at least 128 bits");
+    assert!(
+        params["state"].len() >= 22,
+        "state carries at least 128 bits"
+    );
     assert!(params["nonce"].len() >= 22);
     assert_ne!(params["state"], params["nonce"]);
     let cookie = set_cookies(&redirect)
         .into_iter()
         .find(|c| c.starts_with("__Host-oidc-login-"))
         .unwrap();
-    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax", "Max-Age=600"] {
+    for attribute in [
+        "Path=/",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Max-Age=600",
+    ] {
         assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
     }
 }
@@ -323,17 +372,27 @@ fn a_full_login_creates_a_session_and_returns_to_the_original_url() {
     let login = start(&mut rp, "/page?x=1");
     let (mut flow, step) = callback(&mut rp, &login, "the-code");
 
-    let Step::Callout(callout) = step else { panic!("expected the token callout, got {step:?}") };
+    let Step::Callout(callout) = step else {
+        panic!("expected the token callout, got {step:?}")
+    };
     assert_eq!(callout.cluster, "idp");
     assert_eq!(callout.authority, "idp.example");
     assert_eq!(callout.path, "/token");
     assert_eq!(callout.method, "POST");
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&callout.body).into_owned().collect();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&callout.body)
+        .into_owned()
+        .collect();
     assert_eq!(form["grant_type"], "authorization_code");
     assert_eq!(form["code"], "the-code");
     assert_eq!(form["redirect_uri"], "https://app.example/oauth2/callback");
-    assert_eq!(crate::oidc::pkce::s256_challenge(&form["code_verifier"]), login.challenge);
-    assert!(callout.headers.iter().any(|(n, v)| n == "authorization" && v.starts_with("Basic ")));
+    assert_eq!(
+        crate::oidc::pkce::s256_challenge(&form["code_verifier"]),
+        login.challenge
+    );
+    assert!(callout
+        .headers
+        .iter()
+        .any(|(n, v)| n == "authorization" && v.starts_with("Basic ")));
 
     let token = idp.id_token(valid_claims(&login.nonce));
     let done = response(rp.callout_response(&mut flow, 200, &token_body(&token)));
@@ -341,18 +400,32 @@ fn a_full_login_creates_a_session_and_returns_to_the_original_url() {
     assert_eq!(header(&done, "location"), Some("/page?x=1"));
     let cookies = set_cookies(&done);
     let login_name = login.login_cookie.split('=').next().unwrap();
-    assert!(cookies.iter().any(|c| c.starts_with(&format!("{login_name}=;")) && c.contains("Max-Age=0")));
-    let session_cookie = cookies.iter().find(|c| c.starts_with("__Host-oidc-session=")).unwrap();
+    assert!(cookies
+        .iter()
+        .any(|c| c.starts_with(&format!("{login_name}=;")) && c.contains("Max-Age=0")));
+    let session_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-oidc-session="))
+        .unwrap();
     for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
-        assert!(session_cookie.contains(attribute), "{session_cookie} lacks {attribute}");
+        assert!(
+            session_cookie.contains(attribute),
+            "{session_cookie} lacks {attribute}"
+        );
     }
     assert_eq!(rp.store.len(), 1);
     let stored = Session::decode(rp.store.values().next().unwrap()).unwrap();
     assert_eq!(stored.sub, "alice");
     assert_eq!(stored.sid.as_deref(), Some("sid-1"));
     assert_eq!(stored.access_token_expires_at, Some(NOW + 300));
-    assert_eq!(stored.claims.get("email").and_then(|v| v.as_str()), Some("alice@example.test"));
-    assert!(!stored.claims.contains_key("nonce"), "only configured claims are kept");
+    assert_eq!(
+        stored.claims.get("email").and_then(|v| v.as_str()),
+        Some("alice@example.test")
+    );
+    assert!(
+        !stored.claims.contains_key("nonce"),
+        "only configured claims are kept"
+    );
 
     let session = cookie_pair(&done, "__Host-oidc-session");
     let cookie = format!("theirs=1; {session}; {}", login.login_cookie);
@@ -367,14 +440,25 @@ fn a_full_login_creates_a_session_and_returns_to_the_original_url() {
             ("authorization", b"Bearer forged"),
         ],
     );
-    let Step::Forward(forward) = step else { panic!("expected forward, got {step:?}") };
-    assert!(forward.remove_headers.contains(&"authorization".to_string()));
-    assert!(forward.remove_headers.contains(&"x-auth-request-user".to_string()));
-    assert!(forward.set_headers.contains(&("authorization".to_string(), "Bearer at-123".to_string())));
-    assert!(forward.set_headers.contains(&("x-auth-request-user".to_string(), "alice".to_string())));
+    let Step::Forward(forward) = step else {
+        panic!("expected forward, got {step:?}")
+    };
+    assert!(forward
+        .remove_headers
+        .contains(&"authorization".to_string()));
+    assert!(forward
+        .remove_headers
+        .contains(&"x-auth-request-user".to_string()));
     assert!(forward
         .set_headers
-        .contains(&("x-auth-request-email".to_string(), "alice@example.test".to_string())));
+        .contains(&("authorization".to_string(), "Bearer at-123".to_string())));
+    assert!(forward
+        .set_headers
+        .contains(&("x-auth-request-user".to_string(), "alice".to_string())));
+    assert!(forward.set_headers.contains(&(
+        "x-auth-request-email".to_string(),
+        "alice@example.test".to_string()
+    )));
     assert_eq!(forward.cookie, Some(Some(b"theirs=1".to_vec())));
 }
 
@@ -389,7 +473,10 @@ fn the_callback_refuses_tampered_state_missing_cookie_and_replay() {
     let target = format!("/oauth2/callback?code=c&state={tampered}");
     assert_eq!(response(rp.get(&target, &login.login_cookie)).status, 400);
 
-    let target = format!("/oauth2/callback?code=c&state={}&iss=https%3A%2F%2Fidp.example", login.state);
+    let target = format!(
+        "/oauth2/callback?code=c&state={}&iss=https%3A%2F%2Fidp.example",
+        login.state
+    );
     assert_eq!(response(rp.get(&target, "")).status, 400, "no login cookie");
 
     let (_, first) = callback(&mut rp, &login, "c");
@@ -405,12 +492,18 @@ fn the_callback_checks_the_iss_parameter_and_reports_provider_errors() {
     let idp = Idp::new(1, "k1");
     let mut rp = Rp::new(&idp);
     let login = start(&mut rp, "/");
-    let wrong = format!("/oauth2/callback?code=c&state={}&iss=https%3A%2F%2Fevil.example", login.state);
+    let wrong = format!(
+        "/oauth2/callback?code=c&state={}&iss=https%3A%2F%2Fevil.example",
+        login.state
+    );
     assert_eq!(response(rp.get(&wrong, &login.login_cookie)).status, 400);
     let missing = format!("/oauth2/callback?code=c&state={}", login.state);
     assert_eq!(response(rp.get(&missing, &login.login_cookie)).status, 400);
     let duplicated = format!("/oauth2/callback?code=c&code=d&state={}", login.state);
-    assert_eq!(response(rp.get(&duplicated, &login.login_cookie)).status, 400);
+    assert_eq!(
+        response(rp.get(&duplicated, &login.login_cookie)).status,
+        400
+    );
 
     let denied = format!(
         "/oauth2/callback?error=access_denied&error_description=User+said+%3Cno%3E&state={}",
@@ -420,7 +513,10 @@ fn the_callback_checks_the_iss_parameter_and_reports_provider_errors() {
     assert_eq!(page.status, 401);
     let body = String::from_utf8_lossy(&page.body);
     assert!(body.contains("access_denied"));
-    assert!(body.contains("&lt;no&gt;"), "provider text is escaped: {body}");
+    assert!(
+        body.contains("&lt;no&gt;"),
+        "provider text is escaped: {body}"
+    );
     assert!(rp.store.is_empty());
 }
 
@@ -438,9 +534,15 @@ fn an_expired_login_cookie_is_refused() {
 fn token_endpoint_failures_end_in_a_bad_gateway_page() {
     let idp = Idp::new(1, "k1");
     for (status, body) in [
-        (400, r#"{"error":"invalid_grant","error_description":"code expired"}"#),
+        (
+            400,
+            r#"{"error":"invalid_grant","error_description":"code expired"}"#,
+        ),
         (200, "<html>not json</html>"),
-        (200, r#"{"access_token":"a","token_type":"mac","id_token":"x"}"#),
+        (
+            200,
+            r#"{"access_token":"a","token_type":"mac","id_token":"x"}"#,
+        ),
         (200, r#"{"access_token":"a","token_type":"Bearer"}"#),
     ] {
         let mut rp = Rp::new(&idp);
@@ -455,7 +557,8 @@ fn token_endpoint_failures_end_in_a_bad_gateway_page() {
     let login = start(&mut rp, "/");
     let (mut flow, _) = callback(&mut rp, &login, "c");
     let (mut ctx, _, _) = rp.ctx();
-    let page = response(flow.handle_callout_response(&mut ctx, CalloutOutcome::Failed("reset".into())));
+    let page =
+        response(flow.handle_callout_response(&mut ctx, CalloutOutcome::Failed("reset".into())));
     assert_eq!(page.status, 502);
 }
 
@@ -463,33 +566,51 @@ fn token_endpoint_failures_end_in_a_bad_gateway_page() {
 fn id_tokens_that_fail_validation_create_no_session() {
     let idp = Idp::new(1, "k1");
     let other = Idp::new(2, "k1");
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>)> = vec![
-        ("wrong nonce", Box::new(|_| idp.id_token(valid_claims("not-the-nonce")))),
-        ("wrong issuer", Box::new(|n| {
-            let mut c = valid_claims(n);
-            c["iss"] = "https://evil.example".into();
-            idp.id_token(c)
-        })),
-        ("wrong audience", Box::new(|n| {
-            let mut c = valid_claims(n);
-            c["aud"] = "someone-else".into();
-            idp.id_token(c)
-        })),
-        ("expired", Box::new(|n| {
-            let mut c = valid_claims(n);
-            c["exp"] = (NOW - 3600).into();
-            idp.id_token(c)
-        })),
-        ("forged signature", Box::new(|n| other.id_token(valid_claims(n)))),
-        ("alg none", Box::new(|n| {
-            use base64::Engine;
-            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            format!(
-                "{}.{}.",
-                b64.encode(r#"{"alg":"none","kid":"k1"}"#),
-                b64.encode(valid_claims(n).to_string())
-            )
-        })),
+    let cases: Vec<(&str, TokenMaker)> = vec![
+        (
+            "wrong nonce",
+            Box::new(|_| idp.id_token(valid_claims("not-the-nonce"))),
+        ),
+        (
+            "wrong issuer",
+            Box::new(|n| {
+                let mut c = valid_claims(n);
+                c["iss"] = "https://evil.example".into();
+                idp.id_token(c)
+            }),
+        ),
+        (
+            "wrong audience",
+            Box::new(|n| {
+                let mut c = valid_claims(n);
+                c["aud"] = "someone-else".into();
+                idp.id_token(c)
+            }),
+        ),
+        (
+            "expired",
+            Box::new(|n| {
+                let mut c = valid_claims(n);
+                c["exp"] = (NOW - 3600).into();
+                idp.id_token(c)
+            }),
+        ),
+        (
+            "forged signature",
+            Box::new(|n| other.id_token(valid_claims(n))),
+        ),
+        (
+            "alg none",
+            Box::new(|n| {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                format!(
+                    "{}.{}.",
+                    b64.encode(r#"{"alg":"none","kid":"k1"}"#),
+                    b64.encode(valid_claims(n).to_string())
+                )
+            }),
+        ),
     ];
     for (name, make) in cases {
         let mut rp = Rp::new(&idp);
@@ -508,7 +629,11 @@ fn an_unknown_kid_refetches_keys_once_then_validates() {
     let mut rp = Rp::new(&old);
     let login = start(&mut rp, "/");
     let (mut flow, _) = callback(&mut rp, &login, "c");
-    let step = rp.callout_response(&mut flow, 200, &token_body(&rotated.id_token(valid_claims(&login.nonce))));
+    let step = rp.callout_response(
+        &mut flow,
+        200,
+        &token_body(&rotated.id_token(valid_claims(&login.nonce))),
+    );
     assert!(matches!(step, Step::RefetchJwks), "{step:?}");
 
     rp.provider = Some(provider(&rotated));
@@ -527,7 +652,11 @@ fn keys_are_not_refetched_again_and_again() {
     rp.provider.as_mut().unwrap().jwks_fetched_at = NOW - 1;
     let login = start(&mut rp, "/");
     let (mut flow, _) = callback(&mut rp, &login, "c");
-    let step = rp.callout_response(&mut flow, 200, &token_body(&rotated.id_token(valid_claims(&login.nonce))));
+    let step = rp.callout_response(
+        &mut flow,
+        200,
+        &token_body(&rotated.id_token(valid_claims(&login.nonce))),
+    );
     assert_eq!(response(step).status, 502);
 }
 
@@ -542,35 +671,54 @@ fn a_known_session_is_reused_and_an_unknown_or_tampered_one_starts_a_login() {
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
     assert_eq!(response(rp.get("/", &tampered)).status, 302);
-    assert_eq!(response(rp.get("/", "__Host-oidc-session=garbage")).status, 302);
-    assert_eq!(response(rp.get("/", "__Host-oidc-session=\u{0}\u{1}")).status, 302);
+    assert_eq!(
+        response(rp.get("/", "__Host-oidc-session=garbage")).status,
+        302
+    );
+    assert_eq!(
+        response(rp.get("/", "__Host-oidc-session=\u{0}\u{1}")).status,
+        302
+    );
 }
 
 #[test]
 fn idle_and_absolute_timeouts_end_the_session() {
     let idp = Idp::new(1, "k1");
-    let mut rp = Rp::with_config(&idp, r#", "session": {"idle_timeout_seconds": 600, "absolute_timeout_seconds": 3600}"#);
+    let mut rp = Rp::with_config(
+        &idp,
+        r#", "session": {"idle_timeout_seconds": 600, "absolute_timeout_seconds": 3600}"#,
+    );
     let (_, session) = complete_login(&mut rp, &idp, "/");
     rp.now += 500;
     assert!(matches!(rp.get("/", &session), Step::Forward(_)));
     rp.now += 500;
-    assert!(matches!(rp.get("/", &session), Step::Forward(_)), "the previous request refreshed last_seen");
+    assert!(
+        matches!(rp.get("/", &session), Step::Forward(_)),
+        "the previous request refreshed last_seen"
+    );
     rp.now += 601;
     assert_eq!(response(rp.get("/", &session)).status, 302, "idle");
     assert!(rp.store.is_empty(), "an ended session is deleted");
 
+    rp.now = NOW;
     let (_, session) = complete_login(&mut rp, &idp, "/");
     for _ in 0..7 {
         rp.now += 500;
-        let _ = rp.get("/", &session);
+        assert!(matches!(rp.get("/", &session), Step::Forward(_)));
     }
+    rp.now += 500;
     assert_eq!(response(rp.get("/", &session)).status, 302, "absolute");
 }
 
 #[test]
 fn return_targets_never_leave_the_origin() {
     let idp = Idp::new(1, "k1");
-    for target in ["//evil.example/x", "/\\evil.example", "/%2F%2Fevil.example", "/%5Cevil.example"] {
+    for target in [
+        "//evil.example/x",
+        "/\\evil.example",
+        "/%2F%2Fevil.example",
+        "/%5Cevil.example",
+    ] {
         let mut rp = Rp::new(&idp);
         let (done, _) = complete_login(&mut rp, &idp, target);
         assert_eq!(header(&done, "location"), Some("/"), "{target}");
@@ -597,9 +745,16 @@ fn logout_deletes_the_session_and_visits_the_end_session_endpoint() {
         &mut flow,
         "GET",
         "/oauth2/logout",
-        &[("cookie", session.as_bytes()), ("sec-fetch-site", b"cross-site")],
+        &[
+            ("cookie", session.as_bytes()),
+            ("sec-fetch-site", b"cross-site"),
+        ],
     );
-    assert_eq!(response(cross).status, 200, "a cross-site logout only gets a confirmation page");
+    assert_eq!(
+        response(cross).status,
+        200,
+        "a cross-site logout only gets a confirmation page"
+    );
     assert_eq!(rp.store.len(), 1);
 
     let page = response(rp.get("/oauth2/logout", &session));
@@ -608,7 +763,9 @@ fn logout_deletes_the_session_and_visits_the_end_session_endpoint() {
     assert_eq!(params["client_id"], "rp");
     assert_eq!(params["post_logout_redirect_uri"], "https://app.example/");
     assert!(params.contains_key("id_token_hint"));
-    assert!(set_cookies(&page).iter().any(|c| c.starts_with("__Host-oidc-session=;") && c.contains("Max-Age=0")));
+    assert!(set_cookies(&page)
+        .iter()
+        .any(|c| c.starts_with("__Host-oidc-session=;") && c.contains("Max-Age=0")));
     assert!(rp.store.is_empty());
     assert_eq!(response(rp.get("/", &session)).status, 302);
 }
@@ -619,14 +776,24 @@ fn parallel_logins_each_complete() {
     let mut rp = Rp::new(&idp);
     let first = start(&mut rp, "/a");
     let second = start(&mut rp, "/b");
-    assert_ne!(first.login_cookie.split('=').next(), second.login_cookie.split('=').next());
+    assert_ne!(
+        first.login_cookie.split('=').next(),
+        second.login_cookie.split('=').next()
+    );
     for (login, target) in [(&second, "/b"), (&first, "/a")] {
         let both = format!("{}; {}", first.login_cookie, second.login_cookie);
         let mut flow = RequestFlow::new();
-        let url = format!("/oauth2/callback?code=c&state={}&iss=https%3A%2F%2Fidp.example", login.state);
+        let url = format!(
+            "/oauth2/callback?code=c&state={}&iss=https%3A%2F%2Fidp.example",
+            login.state
+        );
         let step = rp.request(&mut flow, "GET", &url, &[("cookie", both.as_bytes())]);
         assert!(matches!(step, Step::Callout(_)));
-        let done = response(rp.callout_response(&mut flow, 200, &token_body(&idp.id_token(valid_claims(&login.nonce)))));
+        let done = response(rp.callout_response(
+            &mut flow,
+            200,
+            &token_body(&idp.id_token(valid_claims(&login.nonce))),
+        ));
         assert_eq!(header(&done, "location"), Some(target));
     }
 }

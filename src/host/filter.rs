@@ -51,7 +51,10 @@ impl Filter {
     }
 
     /// Runs `event` against the flow with a fresh context.
-    fn with_context(&mut self, event: impl FnOnce(&mut RequestFlow, &mut flow::Context<'_, rand_core::OsRng>) -> Step) -> Step {
+    fn with_context(
+        &mut self,
+        event: impl FnOnce(&mut RequestFlow, &mut flow::Context<'_, rand_core::OsRng>) -> Step,
+    ) -> Step {
         let now = super::now(self);
         let provider: Option<Rc<Provider>> = self.shared.provider.borrow_mut().current(now);
         let keys = match &self.shared.config.sealing_keys {
@@ -80,7 +83,11 @@ impl Filter {
                     let (value, _) = store::get(&key);
                     self.with_context(|flow, ctx| flow.handle_session(ctx, value.as_deref()))
                 }
-                Step::RecordLogin { key, issued_at, state } => {
+                Step::RecordLogin {
+                    key,
+                    issued_at,
+                    state,
+                } => {
                     let first_use = store::record_login(&key, issued_at, &state);
                     self.with_context(|flow, ctx| flow.handle_login_recorded(ctx, first_use))
                 }
@@ -90,7 +97,8 @@ impl Filter {
                         return self.pause();
                     }
                     Err(status) => {
-                        let outcome = CalloutOutcome::Failed(format!("callout not sent: {status:?}"));
+                        let outcome =
+                            CalloutOutcome::Failed(format!("callout not sent: {status:?}"));
                         self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
                     }
                 },
@@ -99,7 +107,10 @@ impl Filter {
                     let provider = self.shared.provider.borrow_mut().current(now);
                     let sent = match provider {
                         Some(provider) if provider_fetch::claim_jwks_refetch(now) => {
-                            let callout = provider_fetch::jwks_callout(&self.shared.config, &provider.metadata);
+                            let callout = provider_fetch::jwks_callout(
+                                &self.shared.config,
+                                &provider.metadata,
+                            );
                             provider_fetch::dispatch(self, &callout).ok()
                         }
                         _ => None,
@@ -121,7 +132,9 @@ impl Filter {
                         self.set_http_request_header(name, Some(value));
                     }
                     match &forward.cookie {
-                        Some(Some(cookie)) => self.set_http_request_header_bytes("cookie", Some(cookie)),
+                        Some(Some(cookie)) => {
+                            self.set_http_request_header_bytes("cookie", Some(cookie))
+                        }
                         Some(None) => self.set_http_request_header("cookie", None),
                         None => {}
                     }
@@ -133,9 +146,16 @@ impl Filter {
                 Step::Respond(respond) => {
                     store::apply(respond.writes);
                     let response = respond.response;
-                    let headers: Vec<(&str, &str)> =
-                        response.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                    self.send_http_response(u32::from(response.status), headers, Some(&response.body));
+                    let headers: Vec<(&str, &str)> = response
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_str()))
+                        .collect();
+                    self.send_http_response(
+                        u32::from(response.status),
+                        headers,
+                        Some(&response.body),
+                    );
                     return Action::Pause;
                 }
             };
@@ -150,13 +170,23 @@ impl Filter {
 
 fn internal_error() -> Step {
     Step::Respond(flow::Respond {
-        response: pages::error_page(500, "Internal error", "The login filter could not prepare its keys."),
+        response: pages::error_page(
+            500,
+            "Internal error",
+            "The login filter could not prepare its keys.",
+        ),
         writes: Vec::new(),
     })
 }
 
 impl Context for Filter {
-    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let outcome = provider_fetch::read_response(self, num_headers, body_size);
         let step = match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
             Waiting::Flow(expected) if expected == token => {

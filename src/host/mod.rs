@@ -22,4 +22,3 @@ fn now(ctx: &impl proxy_wasm::traits::Context) -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
-

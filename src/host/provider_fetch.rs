@@ -51,7 +51,9 @@ impl ProviderCache {
                 self.provider = Some(Rc::new(provider));
                 self.cas = cas;
             }
-            None => log::error!("shared provider document does not parse; keeping the previous one"),
+            None => {
+                log::error!("shared provider document does not parse; keeping the previous one")
+            }
         }
     }
 }
@@ -72,7 +74,10 @@ pub fn claim_fetch(now: u64, lease_seconds: u64) -> bool {
 
 pub fn record_failure(now: u64, what: &str) {
     let (value, _) = store::get(STATUS_KEY);
-    let status = value.as_deref().and_then(FetchStatus::decode).unwrap_or_default();
+    let status = value
+        .as_deref()
+        .and_then(FetchStatus::decode)
+        .unwrap_or_default();
     let next = status.failed(now);
     log::warn!(
         "identity provider metadata: {what}; retrying in {}s (attempt {})",
@@ -93,8 +98,15 @@ pub fn record_success(config: &Config, now: u64, metadata: ProviderMetadata, jwk
         log::error!("provider document could not be shared: {status:?}");
         return;
     }
-    let _ = store::set(STATUS_KEY, &FetchStatus::succeeded(now, config.metadata_refresh).encode(), None);
-    log::info!("identity provider metadata and keys loaded from {}", config.issuer);
+    let _ = store::set(
+        STATUS_KEY,
+        &FetchStatus::succeeded(now, config.metadata_refresh).encode(),
+        None,
+    );
+    log::info!(
+        "identity provider metadata and keys loaded from {}",
+        config.issuer
+    );
 }
 
 /// Claims a keys refetch for every VM by moving `jwks_fetched_at` forward with
@@ -104,7 +116,9 @@ pub fn claim_jwks_refetch(now: u64) -> bool {
     let Some(mut shared) = value.as_deref().and_then(SharedProvider::decode) else {
         return false;
     };
-    let may = shared.to_provider().is_some_and(|p| p.may_refetch_jwks(now));
+    let may = shared
+        .to_provider()
+        .is_some_and(|p| p.may_refetch_jwks(now));
     if !may {
         return false;
     }
@@ -147,7 +161,12 @@ pub fn dispatch(ctx: &dyn Context, callout: &Callout) -> Result<u32, Status> {
         (":path", &callout.path),
         (":authority", &callout.authority),
     ];
-    headers.extend(callout.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    headers.extend(
+        callout
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    );
     let body = (!callout.body.is_empty()).then_some(callout.body.as_slice());
     let result = ctx.dispatch_http_call(
         &callout.cluster,
@@ -183,7 +202,8 @@ pub fn read_response(ctx: &dyn Context, num_headers: usize, body_size: usize) ->
     let body = if body_size == 0 {
         Vec::new()
     } else {
-        ctx.get_http_call_response_body(0, body_size).unwrap_or_default()
+        ctx.get_http_call_response_body(0, body_size)
+            .unwrap_or_default()
     };
     CalloutOutcome::Response { status, body }
 }

@@ -31,15 +31,27 @@ pub struct Root {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
-        let Some(shared) = self.shared.clone() else { return };
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
         let now = super::now(self);
         let outcome = provider_fetch::read_response(self, num_headers, body_size);
         match self.fetching.take() {
             Some(Fetching::Discovery(expected)) if expected == token => {
                 let metadata = provider_fetch::expect_ok(outcome, "discovery").and_then(|body| {
-                    discovery::parse_discovery(&body, &shared.config.issuer, shared.config.allow_http)
-                        .map_err(|e| format!("discovery document refused: {e}"))
+                    discovery::parse_discovery(
+                        &body,
+                        &shared.config.issuer,
+                        shared.config.allow_http,
+                    )
+                    .map_err(|e| format!("discovery document refused: {e}"))
                 });
                 match metadata {
                     Ok(metadata) => self.fetch_jwks(&shared, now, metadata),
@@ -69,7 +81,9 @@ impl Root {
         let callout = provider_fetch::jwks_callout(&shared.config, &metadata);
         match provider_fetch::dispatch(self, &callout) {
             Ok(token) => self.fetching = Some(Fetching::Jwks(token, Box::new(metadata))),
-            Err(status) => provider_fetch::record_failure(now, &format!("JWKS callout not sent: {status:?}")),
+            Err(status) => {
+                provider_fetch::record_failure(now, &format!("JWKS callout not sent: {status:?}"))
+            }
         }
     }
 }
@@ -96,7 +110,9 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let Some(shared) = self.shared.clone() else { return };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
         if self.fetching.is_some() {
             return;
         }
@@ -108,7 +124,10 @@ impl RootContext for Root {
         let callout = provider_fetch::discovery_callout(&shared.config);
         match provider_fetch::dispatch(self, &callout) {
             Ok(token) => self.fetching = Some(Fetching::Discovery(token)),
-            Err(status) => provider_fetch::record_failure(now, &format!("discovery callout not sent: {status:?}")),
+            Err(status) => provider_fetch::record_failure(
+                now,
+                &format!("discovery callout not sent: {status:?}"),
+            ),
         }
     }
 

@@ -70,7 +70,10 @@ mod tests {
         let claimed = fresh.claim(100, 10).expect("due at start");
         assert_eq!(claimed.lease_until, 110);
         assert_eq!(claimed.claim(105, 10), None);
-        assert!(claimed.claim(110, 10).is_some(), "an abandoned lease expires");
+        assert!(
+            claimed.claim(110, 10).is_some(),
+            "an abandoned lease expires"
+        );
     }
 
     #[test]
