@@ -75,6 +75,7 @@ pub(super) fn strip_request(config: &Config, request: &RequestHead) -> Forward {
         remove_headers,
         set_headers: Vec::new(),
         cookie,
+        response_headers: Vec::new(),
         writes: Vec::new(),
     }
 }

@@ -92,6 +92,8 @@ pub struct Forward {
     pub set_headers: Vec<(String, String)>,
     /// `Some(None)`: remove the `Cookie` header; `Some(Some(v))`: replace it.
     pub cookie: Option<Option<Vec<u8>>>,
+    /// Added to the upstream's response, e.g. `set-cookie` for an updated session.
+    pub response_headers: Vec<(String, String)>,
     pub writes: Vec<StoreWrite>,
 }
 

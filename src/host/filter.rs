@@ -25,6 +25,8 @@ pub struct Filter {
     waiting: Waiting,
     /// Once paused, the request continues through `resume_http_request`.
     paused: bool,
+    /// Headers the flow wants on the upstream's response.
+    response_headers: Vec<(String, String)>,
 }
 
 impl Filter {
@@ -34,6 +36,7 @@ impl Filter {
             flow: RequestFlow::new(),
             waiting: Waiting::Nothing,
             paused: false,
+            response_headers: Vec::new(),
         }
     }
 
@@ -138,6 +141,7 @@ impl Filter {
                         Some(None) => self.set_http_request_header("cookie", None),
                         None => {}
                     }
+                    self.response_headers = forward.response_headers;
                     if self.paused {
                         self.resume_http_request();
                     }
@@ -212,6 +216,13 @@ impl Context for Filter {
 }
 
 impl HttpContext for Filter {
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for (name, value) in std::mem::take(&mut self.response_headers) {
+            self.add_http_response_header(&name, &value);
+        }
+        Action::Continue
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let request = self.read_request();
         let step = self.with_context(|flow, ctx| flow.handle_request(ctx, request));
