@@ -8,16 +8,23 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::filter::Filter;
+use super::metrics::Metrics;
 use super::provider_fetch::{self, ProviderCache};
+use super::store::{self, SessionStore};
 use crate::config::Config;
 use crate::oidc::discovery::{self, ProviderMetadata};
 use crate::oidc::jwks::Jwks;
+use crate::provider::schedule::FetchStatus;
 
 /// What the root context shares with the HTTP contexts of its VM.
 pub struct Shared {
     pub config: Config,
     pub provider: RefCell<ProviderCache>,
+    pub store: SessionStore,
+    pub metrics: Metrics,
 }
+
+const SWEEP_STATUS_KEY: &str = "sweep/status";
 
 enum Fetching {
     Discovery(u32),
@@ -93,9 +100,17 @@ impl RootContext for Root {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         match Config::parse(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {
+                let store = SessionStore {
+                    layout: config.session.layout(),
+                    issuer: config.issuer.clone(),
+                    idle_timeout: config.session.idle_timeout,
+                    max_sessions: config.session.max_sessions,
+                };
                 self.shared = Some(Rc::new(Shared {
                     config,
                     provider: RefCell::new(ProviderCache::default()),
+                    store,
+                    metrics: Metrics::define(),
                 }));
                 // Fetches start from the first tick: a callout made here would die
                 // with the short-lived canary VM that runs on_configure.
@@ -113,10 +128,11 @@ impl RootContext for Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        let now = super::now(self);
+        sweep_if_due(&shared, now);
         if self.fetching.is_some() {
             return;
         }
-        let now = super::now(self);
         let lease = 2 * shared.config.callout_timeout_ms.div_ceil(1000) + 1;
         if !provider_fetch::claim_fetch(now, lease) {
             return;
@@ -139,4 +155,24 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// One worker sweeps per interval: the lease in shared data picks it.
+fn sweep_if_due(shared: &Shared, now: u64) {
+    let (value, cas) = store::get(SWEEP_STATUS_KEY);
+    let Some(status) = value.as_deref().and_then(FetchStatus::decode) else {
+        let first = FetchStatus::succeeded(now, shared.config.session.sweep_interval);
+        let _ = store::set(SWEEP_STATUS_KEY, &first.encode(), None);
+        return;
+    };
+    let Some(claimed) = status.claim(now, 60) else {
+        return;
+    };
+    if store::set(SWEEP_STATUS_KEY, &claimed.encode(), cas).is_err() {
+        return;
+    }
+    let live = shared.store.sweep(now, &shared.metrics);
+    shared.metrics.set_sessions_live(live);
+    let done = FetchStatus::succeeded(now, shared.config.session.sweep_interval);
+    let _ = store::set(SWEEP_STATUS_KEY, &done.encode(), None);
 }
