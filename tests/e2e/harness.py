@@ -27,7 +27,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ENVOY_YAML = REPO / "envoy.yaml"
-WASM = REPO / "target" / "wasm32-wasip1" / "release" / "oidc_filter.wasm"
+# OIDC_FILTER_WASM points the tests at another build of the module (default: the release build).
+WASM = Path(os.environ.get("OIDC_FILTER_WASM") or REPO / "target" / "wasm32-wasip1" / "release" / "oidc_filter.wasm")
 IDP_SERVER = REPO / "tests" / "idp" / "server.mjs"
 ECHO_SERVER = REPO / "tests" / "upstream" / "echo.py"
 
@@ -346,7 +347,7 @@ class Gateway:
     def wait_ready(self, timeout: float = 30.0):
         def ready():
             if not self.process.alive():
-                raise RuntimeError(f"Envoy exited with {self.process.proc.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"Envoy exited with {self.process.proc.returncode}:\n{self.log_summary()}")
             if self.admin is None:
                 if not self.admin_address_path.exists():
                     return False
@@ -365,14 +366,14 @@ class Gateway:
         try:
             return self.process.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"Envoy did not exit within {timeout}s:\n{self.log()[-4000:]}") from None
+            raise AssertionError(f"Envoy did not exit within {timeout}s:\n{self.log_summary()}") from None
 
     def wait_metadata(self, timeout: float = 15.0):
         """Polls GET / until the filter stops answering 503 (provider metadata loaded)."""
 
         def loaded():
             if not self.process.alive():
-                raise RuntimeError(f"Envoy exited:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"Envoy exited:\n{self.log_summary()}")
             r = http_get(self.url("/"), timeout=2, headers={"Accept": "text/html"})
             return r is not None and r[0] != 503
 
@@ -388,6 +389,12 @@ class Gateway:
             if value.strip().lstrip("-").isdigit():
                 out[name] = int(value)
         return out
+
+    def log_summary(self, tail: int = 15) -> str:
+        """Error lines and the last lines of the log, for failure messages."""
+        lines = self.log().splitlines()
+        errors = [ln for ln in lines if "[error]" in ln or "[critical]" in ln or "[warning][wasm]" in ln]
+        return "\n".join(["... errors:"] + errors[-30:] + ["... last lines:"] + lines[-tail:])
 
     def log(self) -> str:
         text = ""
