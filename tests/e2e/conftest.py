@@ -194,7 +194,7 @@ def pytest_runtest_makereport(item, call):
         if "gw" in funcargs:
             gateways.append(funcargs["gw"])
         for g in gateways:
-            report.sections.append((f"envoy :{g.port} log ({g.log_path})", g.log()[-5000:]))
+            report.sections.append((f"envoy :{g.port} log ({g.log_path})", g.log_summary(tail=40)))
         for name in ("idp",):
             if name in funcargs:
                 report.sections.append((f"{name} log", funcargs[name].log()[-3000:]))

@@ -89,7 +89,9 @@ def test_idp_error_shows_an_error_page_without_session(gw, browser):
     assert r.status == 303 and r.location.startswith("/interaction/"), r
     aborted = b.get(absolute(r.url, r.location) + "/abort")
     assert aborted.status == 303, aborted
-    cb_url = absolute(aborted.url, aborted.location)
+    resumed = b.get(absolute(aborted.url, aborted.location))  # /auth/UID, then back to the gateway
+    assert resumed.status == 303, resumed
+    cb_url = absolute(resumed.url, resumed.location)
     assert cb_url.startswith(gw.url("/oauth2/callback?")), cb_url
     assert query_params(cb_url)["error"] == "access_denied"
     assert query_params(cb_url)["state"] == q["state"]
