@@ -136,3 +136,23 @@ def test_idp_down_at_token_exchange_gives_502_quickly(failure, gateway, idp_fact
     assert is_html(r), r
     assert elapsed < 6, f"the callback took {elapsed:.1f}s with a 2 s callout timeout"
     assert_no_session(b, r)
+
+
+@pytest.mark.parametrize("iss", ["http://evil.example", None], ids=["foreign-iss", "missing-iss"])
+def test_callback_iss_must_be_the_issuer(iss, gw, idp, browser):
+    """RFC 9207 (the IdP advertises authorization_response_iss_parameter_supported): a response
+    naming another issuer, or none, is a mix-up and the code is not redeemed."""
+    b = browser()
+    url = callback_url(b, gw, "/")
+    parts = urllib.parse.urlsplit(url)
+    q = dict(urllib.parse.parse_qsl(parts.query))
+    assert q["iss"] == idp.issuer
+    if iss is None:
+        del q["iss"]
+    else:
+        q["iss"] = iss
+    before = idp.token_requests("authorization_code")
+    r = b.get(urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(q))))
+    assert r.status == 400, r
+    assert_no_session(b, r)
+    assert idp.token_requests("authorization_code") == before

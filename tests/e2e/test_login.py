@@ -2,6 +2,7 @@
 passed to the upstream."""
 
 import base64
+import json
 import re
 
 from harness import (
@@ -149,3 +150,50 @@ def test_request_without_session_never_reaches_upstream(gw, browser):
     r = browser().get(gw.url("/api/data"), headers={"Accept": "application/json"})
     assert r.status in (302, 401), r
     assert b'"x-auth-request-user"' not in r.body
+
+
+def test_login_cookie_lifetime_is_bounded(gw, browser):
+    r, _ = start_login(browser(), gw, "/")
+    c = r.set_cookie("__Host-oidc-login-")
+    assert 30 <= c.max_age <= 3600, c.raw  # login_timeout_seconds: default 600, at most 3600
+
+
+def test_concurrent_requests_share_one_session(gw, browser):
+    """Requests over many connections (both workers) and in parallel all see the session."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    b = browser()
+    logged_in(b, gw, "/")
+    jar = b.jar.read_text()
+
+    def one(i):
+        other = browser(f"tab{i}")
+        other.jar.write_text(jar)
+        return other.get(gw.url(f"/parallel/{i}"))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(16)))
+    assert [r.status for r in results] == [200] * 16, [r for r in results if r.status != 200][:1]
+    assert {r.json()["headers"]["x-auth-request-user"] for r in results} == {"alice"}
+    assert len({r.json()["headers"]["authorization"] for r in results}) == 1
+
+
+def test_upstream_authorization_id_token(gateway, browser):
+    gw = gateway(upstream={"authorization": "id_token"})
+    b = browser()
+    logged_in(b, gw, "/")
+    h = b.get(gw.url("/")).json()["headers"]
+    token = h["authorization"][len("Bearer "):]
+    head, payload = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in token.split(".")[:2])
+    assert head["kid"] == "test-rs256"
+    assert payload["sub"] == "alice" and payload["aud"] == CLIENT_ID and payload["iss"] == gw.idp.issuer
+    assert h["x-auth-request-user"] == "alice"
+
+
+def test_upstream_authorization_none_sends_no_token(gateway, browser):
+    gw = gateway(upstream={"authorization": "none"})
+    b = browser()
+    logged_in(b, gw, "/")
+    h = b.get(gw.url("/")).json()["headers"]
+    assert "authorization" not in h, h
+    assert h["x-auth-request-user"] == "alice"

@@ -61,3 +61,19 @@ def test_config_that_is_not_json_stops_envoy(gateway):
     assert gw.wait_exit(timeout=20) != 0
     filter_errors = [ln for ln in gw.log().splitlines() if "wasm log" in ln and ("[error]" in ln or "[critical]" in ln)]
     assert filter_errors, f"the filter logged no error about its configuration:\n{gw.log_summary()}"
+
+
+def test_idp_restart_keeps_sessions_and_logins_working(gateway, idp_factory, browser):
+    """The IdP restarts (losing its own state, keeping its signing key): gateway sessions
+    survive, and new logins verify the new ID tokens."""
+    provider = idp_factory()
+    gw = gateway(_idp=provider)
+    before = browser("before")
+    logged_in(before, gw, "/")
+    provider.stop()
+    provider.start()
+    assert before.get(gw.url("/")).status == 200
+    after = browser("after")
+    logged_in(after, gw, "/x")
+    r = after.get(gw.url("/x"))
+    assert r.status == 200 and r.json()["headers"]["x-auth-request-user"] == "alice", r
