@@ -468,7 +468,7 @@ impl Config {
         let sweep_interval = bounded(
             "session.sweep_interval_seconds",
             raw.session.sweep_interval_seconds,
-            60,
+            300,
             1,
             3600,
         )?;

@@ -7,10 +7,11 @@ use proxy_wasm::types::Action;
 
 use super::provider_fetch;
 use super::root::Shared;
-use super::store;
+use super::store::{self, HostSharedData};
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
 use crate::http::pages;
 use crate::provider::Provider;
+use crate::session::shared_store;
 
 /// What a callout in flight is for.
 enum Waiting {
@@ -97,7 +98,8 @@ impl Filter {
                     issued_at,
                     value,
                 } => {
-                    let first_use = store::record_once(&key, issued_at, &value);
+                    let first_use =
+                        shared_store::record_once(&HostSharedData, &key, issued_at, &value);
                     self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use))
                 }
                 Step::ClaimRefresh { key, until } => {
@@ -151,9 +153,8 @@ impl Filter {
                     }
                 }
                 Step::Forward(forward) => {
-                    self.shared
-                        .store
-                        .apply(forward.writes, &self.shared.metrics);
+                    let changes = self.shared.store.apply(forward.writes);
+                    self.shared.metrics.record(&changes);
                     for name in &forward.remove_headers {
                         self.set_http_request_header(name, None);
                     }
@@ -174,9 +175,8 @@ impl Filter {
                     return Action::Continue;
                 }
                 Step::Respond(respond) => {
-                    self.shared
-                        .store
-                        .apply(respond.writes, &self.shared.metrics);
+                    let changes = self.shared.store.apply(respond.writes);
+                    self.shared.metrics.record(&changes);
                     let response = respond.response;
                     let headers: Vec<(&str, &str)> = response
                         .headers

@@ -3,6 +3,8 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
+use crate::session::shared_store::Changes;
+
 /// Metric ids of this VM. Every VM defining the same name shares one
 /// process-wide stat, so counts add up across workers.
 pub struct Metrics {
@@ -45,16 +47,10 @@ impl Metrics {
         }
     }
 
-    pub fn sessions_created(&self) {
-        add(self.sessions_created, 1);
-    }
-
-    pub fn sessions_expired(&self, n: usize) {
-        add(self.sessions_expired, n);
-    }
-
-    pub fn sessions_evicted(&self, n: usize) {
-        add(self.sessions_evicted, n);
+    pub fn record(&self, changes: &Changes) {
+        add(self.sessions_created, changes.created);
+        add(self.sessions_expired, changes.expired);
+        add(self.sessions_evicted, changes.evicted);
     }
 
     pub fn backchannel_ended(&self, n: usize) {

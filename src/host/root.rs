@@ -10,21 +10,19 @@ use proxy_wasm::types::ContextType;
 use super::filter::Filter;
 use super::metrics::Metrics;
 use super::provider_fetch::{self, ProviderCache};
-use super::store::{self, SessionStore};
+use super::store::HostSharedData;
 use crate::config::Config;
 use crate::oidc::discovery::{self, ProviderMetadata};
 use crate::oidc::jwks::Jwks;
-use crate::provider::schedule::FetchStatus;
+use crate::session::shared_store::SessionStore;
 
 /// What the root context shares with the HTTP contexts of its VM.
 pub struct Shared {
     pub config: Config,
     pub provider: RefCell<ProviderCache>,
-    pub store: SessionStore,
+    pub store: SessionStore<HostSharedData>,
     pub metrics: Metrics,
 }
-
-const SWEEP_STATUS_KEY: &str = "sweep/status";
 
 enum Fetching {
     Discovery(u32),
@@ -101,9 +99,11 @@ impl RootContext for Root {
         match Config::parse(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {
                 let store = SessionStore {
+                    data: HostSharedData,
                     layout: config.session.layout(),
                     issuer: config.issuer.clone(),
                     idle_timeout: config.session.idle_timeout,
+                    absolute_timeout: config.session.absolute_timeout,
                     max_sessions: config.session.max_sessions,
                 };
                 self.shared = Some(Rc::new(Shared {
@@ -157,22 +157,15 @@ impl RootContext for Root {
     }
 }
 
-/// One worker sweeps per interval: the lease in shared data picks it.
+/// Workers take turns sweeping a slice of the store each tick.
 fn sweep_if_due(shared: &Shared, now: u64) {
-    let (value, cas) = store::get(SWEEP_STATUS_KEY);
-    let Some(status) = value.as_deref().and_then(FetchStatus::decode) else {
-        let first = FetchStatus::succeeded(now, shared.config.session.sweep_interval);
-        let _ = store::set(SWEEP_STATUS_KEY, &first.encode(), None);
-        return;
-    };
-    let Some(claimed) = status.claim(now, 60) else {
-        return;
-    };
-    if store::set(SWEEP_STATUS_KEY, &claimed.encode(), cas).is_err() {
-        return;
+    if let Some(changes) = shared
+        .store
+        .sweep_tick(now, shared.config.session.sweep_interval)
+    {
+        shared.metrics.record(&changes);
+        if changes.live > 0 || changes.expired > 0 || changes.evicted > 0 {
+            shared.metrics.set_sessions_live(changes.live);
+        }
     }
-    let live = shared.store.sweep(now, &shared.metrics);
-    shared.metrics.set_sessions_live(live);
-    let done = FetchStatus::succeeded(now, shared.config.session.sweep_interval);
-    let _ = store::set(SWEEP_STATUS_KEY, &done.encode(), None);
 }

@@ -21,7 +21,7 @@ pub struct Layout {
 }
 
 /// Sessions per bucket at the ceiling, on average. Buckets may hold up to
-/// twice as many before evicting, so uneven hashing rarely evicts early.
+/// three times as many before evicting, so uneven hashing rarely evicts early.
 const MEAN_PER_BUCKET: u32 = 4;
 
 impl Layout {
@@ -29,7 +29,7 @@ impl Layout {
         let buckets = (max_sessions / MEAN_PER_BUCKET).max(1).next_power_of_two();
         Layout {
             buckets,
-            per_bucket: 2 * MEAN_PER_BUCKET as usize,
+            per_bucket: 3 * MEAN_PER_BUCKET as usize,
         }
     }
 
@@ -47,6 +47,10 @@ impl Layout {
 
     pub fn index_bucket(&self, entry: &IndexEntry) -> String {
         format!("index/{}", self.bucket_of(&entry.0))
+    }
+
+    pub fn index_bucket_at(&self, index: u32) -> String {
+        format!("index/{index}")
     }
 
     fn bucket_of(&self, hashed: &str) -> u32 {
@@ -190,11 +194,12 @@ impl IndexEntry {
     }
 }
 
-/// One index bucket: entry → session keys.
+/// One index bucket: entry → (session key, session expiry). The expiry lets a
+/// sweep drop links of ended sessions without looking the sessions up.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct IndexBucket {
     #[serde(default)]
-    entries: BTreeMap<String, Vec<String>>,
+    entries: BTreeMap<String, Vec<(String, u64)>>,
 }
 
 /// Sessions one `sub` may have before the oldest index links are dropped (the
@@ -212,10 +217,10 @@ impl IndexBucket {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    pub fn add(&mut self, entry: &IndexEntry, key: &SessionKey) {
+    pub fn add(&mut self, entry: &IndexEntry, key: &SessionKey, expires_at: u64) {
         let keys = self.entries.entry(entry.0.clone()).or_default();
-        if !keys.iter().any(|k| k == key.as_str()) {
-            keys.push(key.as_str().to_string());
+        if !keys.iter().any(|(k, _)| k == key.as_str()) {
+            keys.push((key.as_str().to_string(), expires_at));
         }
         if keys.len() > MAX_SESSIONS_PER_ENTRY {
             keys.remove(0);
@@ -224,7 +229,7 @@ impl IndexBucket {
 
     pub fn remove(&mut self, entry: &IndexEntry, key: &SessionKey) {
         if let Some(keys) = self.entries.get_mut(&entry.0) {
-            keys.retain(|k| k != key.as_str());
+            keys.retain(|(k, _)| k != key.as_str());
             if keys.is_empty() {
                 self.entries.remove(&entry.0);
             }
@@ -237,21 +242,20 @@ impl IndexBucket {
             .remove(&entry.0)
             .unwrap_or_default()
             .into_iter()
-            .map(SessionKey::from_hash)
+            .map(|(key, _)| SessionKey::from_hash(key))
             .collect()
     }
-}
 
-/// The ceiling's cut-off: with `created` the creation times of all live
-/// sessions, the time before which the oldest must go to leave `max`.
-pub fn eviction_cutoff(mut created: Vec<u64>, max: usize) -> Option<u64> {
-    if created.len() <= max {
-        return None;
+    /// Drops links to sessions past their absolute expiry; `true` if any went.
+    pub fn sweep(&mut self, now: u64) -> bool {
+        let before: usize = self.entries.values().map(Vec::len).sum();
+        for keys in self.entries.values_mut() {
+            keys.retain(|(_, expires_at)| *expires_at > now);
+        }
+        self.entries.retain(|_, keys| !keys.is_empty());
+        let after: usize = self.entries.values().map(Vec::len).sum();
+        after != before
     }
-    let excess = created.len() - max;
-    let (_, nth, _) = created.select_nth_unstable(excess - 1);
-    // Everything created at or before the excess-th oldest goes.
-    Some(nth.saturating_add(1))
 }
 
 #[cfg(test)]
@@ -338,25 +342,13 @@ mod tests {
     }
 
     #[test]
-    fn the_cutoff_leaves_exactly_the_newest() {
-        assert_eq!(eviction_cutoff(vec![5, 1, 3], 3), None);
-        let cutoff = eviction_cutoff(vec![50, 10, 40, 20, 30], 3).unwrap();
-        let kept: Vec<u64> = [50, 10, 40, 20, 30]
-            .into_iter()
-            .filter(|c| *c >= cutoff)
-            .collect();
-        assert_eq!(kept.len(), 3);
-        assert!(kept.iter().all(|c| *c >= 30));
-    }
-
-    #[test]
     fn the_index_finds_sessions_by_sid_and_sub() {
         let mut index = IndexBucket::default();
         let s = session("alice", 1);
         for entry in IndexEntry::for_session("https://idp", &s) {
-            index.add(&entry, &key(1));
+            index.add(&entry, &key(1), 100);
         }
-        index.add(&IndexEntry::sub("https://idp", "alice"), &key(2));
+        index.add(&IndexEntry::sub("https://idp", "alice"), &key(2), 200);
         assert_eq!(
             index.take(&IndexEntry::sid("https://idp", "sid-alice")),
             vec![key(1)]
@@ -371,6 +363,18 @@ mod tests {
         assert!(index
             .take(&IndexEntry::sub("https://other", "alice"))
             .is_empty());
+    }
+
+    #[test]
+    fn the_index_sweep_drops_links_of_expired_sessions() {
+        let mut index = IndexBucket::default();
+        let alice = IndexEntry::sub("https://idp", "alice");
+        index.add(&alice, &key(1), 100);
+        index.add(&alice, &key(2), 200);
+        assert!(!index.sweep(99));
+        assert!(index.sweep(150));
+        assert_eq!(index.take(&alice), vec![key(2)]);
+        assert!(!index.sweep(150));
     }
 
     #[test]

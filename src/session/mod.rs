@@ -4,6 +4,7 @@
 pub mod buckets;
 pub mod login;
 pub mod once;
+pub mod shared_store;
 
 use serde::{Deserialize, Serialize};
 
