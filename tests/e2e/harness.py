@@ -568,7 +568,9 @@ class Browser:
         if data is not None:
             if isinstance(data, dict):
                 data = urllib.parse.urlencode(data)
-            argv += ["--data-binary", data if isinstance(data, (str, bytes)) else str(data)]
+            data_file = self.dir / f"d{self._n}"
+            data_file.write_bytes(data.encode() if isinstance(data, str) else bytes(data))
+            argv += ["--data-binary", f"@{data_file}"]
         argv.append(url)
         proc = subprocess.run(argv, capture_output=True, timeout=max_time + 5)
         if proc.returncode != 0:

@@ -229,3 +229,23 @@ def test_session_cookie_found_among_several_cookie_headers(http2, gw, browser):
     names = cookie_names(h.get("cookie"))
     assert {"a", "b", "c"} <= set(names), h.get("cookie")
     assert SESSION_COOKIE not in names
+
+
+def test_post_bodies_reach_the_upstream_intact(gw, browser):
+    b = browser()
+    logged_in(b, gw, "/")
+    small = b.post(gw.url("/form"), "a=1&b=2", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert small.status == 200, small
+    seen = small.json()
+    assert (seen["method"], seen["body"]) == ("POST", "a=1&b=2")
+    assert seen["headers"]["x-auth-request-user"] == "alice"
+    big_body = "x" * 200_000
+    big = b.post(gw.url("/upload"), big_body, headers={"Content-Type": "text/plain"})
+    assert big.status == 200, big
+    assert big.json()["body"] == big_body
+
+
+def test_post_without_session_does_not_reach_the_upstream(gw, browser):
+    r = browser().post(gw.url("/form"), "secret=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status in (302, 401), r
+    assert b"secret=1" not in r.body
