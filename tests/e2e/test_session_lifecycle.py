@@ -163,3 +163,35 @@ def test_post_body_survives_a_refresh(short_lived, browser):
     assert seen["headers"].get("x-auth-request-user") == "alice", seen["headers"]
     assert seen["headers"].get("authorization", old) != old
     assert provider.token_requests("refresh_token") == before + 1
+
+
+def test_idle_and_absolute_timeouts(gateway, browser):
+    """An unused session ends after the idle timeout; a used one lives until the absolute
+    timeout. Whole-second clocks: a second of slack on each side."""
+    idle, absolute = 10, 20
+    gw = gateway(session={"idle_timeout_seconds": idle, "absolute_timeout_seconds": absolute})
+    active, quiet = browser("active"), browser("quiet")
+    logged_in(quiet, gw, "/")
+    logged_in(active, gw, "/")
+    start = time.monotonic()
+
+    def to_idp(r):
+        return r.status == 302 and r.location.startswith(f"{gw.idp.issuer}/auth?")
+
+    quiet_ended = None
+    while time.monotonic() - start < absolute - 2:
+        r = active.get(gw.url("/"))
+        assert r.status == 200, f"active session ended after {time.monotonic() - start:.1f}s: {r!r}"
+        if quiet_ended is None and time.monotonic() - start > idle + 1.5:
+            q = quiet.get(gw.url("/"))
+            assert to_idp(q), f"idle session still open after {time.monotonic() - start:.1f}s: {q!r}"
+            quiet_ended = time.monotonic() - start
+        time.sleep(2)
+    assert quiet_ended is not None
+
+    def ended():
+        r = active.get(gw.url("/"))
+        return r if to_idp(r) else None
+
+    wait_until(ended, 5, interval=0.5, what="the absolute timeout to end the active session")
+    assert time.monotonic() - start >= absolute - 1.5
