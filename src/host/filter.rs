@@ -94,7 +94,7 @@ impl Filter {
             step = match step {
                 Step::LoadSession { key } => {
                     let value = self.shared.store.load(&key);
-                    self.with_context(|flow, ctx| flow.handle_session(ctx, value.as_deref()))
+                    self.with_context(|flow, ctx| flow.handle_session(ctx, value))
                 }
                 Step::RecordOnce {
                     key,
