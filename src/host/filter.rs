@@ -23,7 +23,8 @@ pub struct Filter {
     shared: Rc<Shared>,
     flow: RequestFlow,
     waiting: Waiting,
-    /// Once paused, the request continues through `resume_http_request`.
+    /// Paused and not yet resumed: the request continues through
+    /// `resume_http_request`, and its body is held until then.
     paused: bool,
     /// Headers the flow wants on the upstream's response.
     response_headers: Vec<(String, String)>,
@@ -169,6 +170,7 @@ impl Filter {
                     }
                     self.response_headers = forward.response_headers;
                     if self.paused {
+                        self.paused = false;
                         self.resume_http_request();
                     }
                     return Action::Continue;
@@ -246,7 +248,15 @@ impl Context for Filter {
 impl HttpContext for Filter {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(max_bytes) = self.reading_body else {
-            return Action::Continue;
+            // With `allow_on_headers_stop_iteration` (needed to read the back-channel
+            // logout body), a paused request's body arrives while its headers wait on a
+            // callout. Continuing here would send the headers upstream before the flow
+            // decided, unauthenticated and unstripped: hold the body until it has.
+            return if self.paused {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
         };
         if body_size > max_bytes {
             self.reading_body = None;
