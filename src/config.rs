@@ -173,7 +173,10 @@ pub struct Config {
     pub callback_path: String,
     pub logout_path: Option<String>,
     pub post_logout_redirect_uri: String,
-    /// Where the provider POSTs back-channel logout tokens.
+    /// Where the provider POSTs back-channel logout tokens. Reading that POST's
+    /// body needs `allow_on_headers_stop_iteration: true` in Envoy's wasm
+    /// `PluginConfig` (Envoy 1.35+); without it Envoy never hands the body to the
+    /// filter and the provider's request hangs.
     pub backchannel_logout_path: Option<String>,
     /// Space-separated, `openid` first.
     pub scope: String,

@@ -24,7 +24,9 @@ pub struct Filter {
     shared: Rc<Shared>,
     flow: RequestFlow,
     waiting: Waiting,
-    /// Once paused, the request continues through `resume_http_request`.
+    /// Paused and not yet resumed: the request continues through
+    /// `resume_http_request`, and its body is held until then (also after a
+    /// local reply).
     paused: bool,
     /// Headers the flow wants on the upstream's response.
     response_headers: Vec<(String, String)>,
@@ -32,8 +34,6 @@ pub struct Filter {
     headers_only: bool,
     /// Waiting for the whole request body, up to this size.
     reading_body: Option<usize>,
-    /// The flow has forwarded or answered the request.
-    decided: bool,
 }
 
 impl Filter {
@@ -46,7 +46,6 @@ impl Filter {
             response_headers: Vec::new(),
             headers_only: false,
             reading_body: None,
-            decided: false,
         }
     }
 
@@ -172,14 +171,13 @@ impl Filter {
                         None => {}
                     }
                     self.response_headers = forward.response_headers;
-                    self.decided = true;
                     if self.paused {
+                        self.paused = false;
                         self.resume_http_request();
                     }
                     return Action::Continue;
                 }
                 Step::Respond(respond) => {
-                    self.decided = true;
                     let changes = self.shared.store.apply(respond.writes);
                     self.shared.metrics.record(&changes);
                     let response = respond.response;
@@ -254,7 +252,7 @@ impl HttpContext for Filter {
             // With allow_on_headers_stop_iteration, body chunks arrive while a
             // callout is pending; letting one continue would forward the request
             // before the flow decided, so they wait (buffered) until it has.
-            return if self.paused && !self.decided {
+            return if self.paused {
                 Action::Pause
             } else {
                 Action::Continue

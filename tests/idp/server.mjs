@@ -211,6 +211,11 @@ provider.use(async (ctx, next) => {
     bump(stats.token_requests, grantType);
     if (ctx.status >= 400) bump(stats.token_errors, grantType);
   }
+  // oidc-provider 9 emits no success events for these two endpoints: count answered requests.
+  if (ctx.method === 'POST' && ctx.status === 200) {
+    if (ctx.path === '/token/revocation') stats.revocations += 1;
+    if (ctx.path === '/token/introspection') stats.introspections += 1;
+  }
 });
 
 provider.on('backchannel.success', () => {
@@ -225,12 +230,6 @@ provider.on('backchannel.error', (ctx, err, client, accountId, sid) => {
 });
 provider.on('server_error', (ctx, err) => {
   process.stderr.write(`idp: server_error on ${ctx?.method} ${ctx?.path}: ${err?.stack ?? err}\n`);
-});
-provider.on('revocation.success', () => {
-  stats.revocations += 1;
-});
-provider.on('introspection.success', () => {
-  stats.introspections += 1;
 });
 provider.on('end_session.success', () => {
   stats.end_sessions += 1;
