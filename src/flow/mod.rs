@@ -82,8 +82,13 @@ pub enum Step {
         value: String,
     },
     /// Mark the session as being refreshed until `until`, unless another worker
-    /// already is, then call [`RequestFlow::handle_refresh_claimed`].
-    ClaimRefresh { key: SessionKey, until: u64 },
+    /// already is or already has (its access token is no longer `access_token`),
+    /// then call [`RequestFlow::handle_refresh_claimed`].
+    ClaimRefresh {
+        key: SessionKey,
+        until: u64,
+        access_token: String,
+    },
     /// Read the request body (at most `max_bytes`), then call [`RequestFlow::handle_body`].
     ReadBody { max_bytes: usize },
     /// Delete every session filed under these index entries, then call
@@ -126,6 +131,10 @@ pub enum StoreWrite {
     Touch {
         key: SessionKey,
         at: u64,
+    },
+    /// Give up a refresh claim that failed, so the next request retries at once.
+    ReleaseRefresh {
+        key: SessionKey,
     },
     Delete {
         key: SessionKey,

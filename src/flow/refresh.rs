@@ -9,7 +9,7 @@ use rand_core::CryptoRngCore;
 
 use super::identity::{end_session, forward_with_session};
 use super::{
-    respond, Callout, CalloutOutcome, Context, Expect, Next, RequestHead, Step, StoreWrite,
+    respond, Callout, CalloutOutcome, Context, Expect, Next, RequestHead, Respond, Step, StoreWrite,
 };
 use crate::http::pages;
 use crate::oidc::id_token::{verify_id_token, IdTokenExpectations, NonceCheck};
@@ -38,6 +38,7 @@ pub(super) fn start<R: CryptoRngCore>(
     let step = Step::ClaimRefresh {
         key: key.clone(),
         until,
+        access_token: session.access_token.clone(),
     };
     Next::Wait(
         Box::new(Expect::RefreshClaim(Refresh {
@@ -207,14 +208,21 @@ fn forward_or_fail<R: CryptoRngCore>(
     refresh: &Refresh,
     why: &str,
 ) -> Step {
+    let release = StoreWrite::ReleaseRefresh {
+        key: refresh.key.clone(),
+    };
     if refresh.session.access_token_valid(ctx.now) {
-        return forward_with_session(ctx, &refresh.request, &refresh.session, &refresh.key);
+        let mut step = forward_with_session(ctx, &refresh.request, &refresh.session, &refresh.key);
+        if let Step::Forward(forward) = &mut step {
+            forward.writes.push(release);
+        }
+        return step;
     }
-    respond(pages::error_page(
-        502,
-        "Session could not be renewed",
-        &format!(
-            "Your session could not be renewed because {why}. Please reload the page to try again."
-        ),
-    ))
+    let detail = format!(
+        "Your session could not be renewed because {why}. Please reload the page to try again."
+    );
+    Step::Respond(Respond {
+        response: pages::error_page(502, "Session could not be renewed", &detail),
+        writes: vec![release],
+    })
 }

@@ -143,10 +143,17 @@ impl Rp {
                     let value = store.get(key.as_str()).and_then(|v| Session::decode(v));
                     flow.handle_session(&mut ctx, value)
                 }
-                Step::ClaimRefresh { key, until } => {
+                Step::ClaimRefresh {
+                    key,
+                    until,
+                    access_token,
+                } => {
                     let now = ctx.now;
                     let claimed = match store.get(key.as_str()).and_then(|v| Session::decode(v)) {
-                        Some(mut session) if !session.refresh_in_progress(now) => {
+                        Some(mut session)
+                            if !session.refresh_in_progress(now)
+                                && session.access_token == access_token =>
+                        {
                             session.refreshing_until = Some(until);
                             store.insert(key.as_str().to_string(), session.encode());
                             true
@@ -257,6 +264,13 @@ fn apply(store: &mut HashMap<String, Vec<u8>>, writes: Vec<StoreWrite>) {
                 if let Some(mut session) = store.get(key.as_str()).and_then(|v| Session::decode(v))
                 {
                     session.last_seen = at;
+                    store.insert(key.as_str().to_string(), session.encode());
+                }
+            }
+            StoreWrite::ReleaseRefresh { key } => {
+                if let Some(mut session) = store.get(key.as_str()).and_then(|v| Session::decode(v))
+                {
+                    session.refreshing_until = None;
                     store.insert(key.as_str().to_string(), session.encode());
                 }
             }

@@ -104,9 +104,16 @@ impl Filter {
                         shared_store::record_once(&HostSharedData, &key, issued_at, &value);
                     self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use))
                 }
-                Step::ClaimRefresh { key, until } => {
+                Step::ClaimRefresh {
+                    key,
+                    until,
+                    access_token,
+                } => {
                     let now = super::now(self);
-                    let claimed = self.shared.store.claim_refresh(&key, now, until);
+                    let claimed = self
+                        .shared
+                        .store
+                        .claim_refresh(&key, now, until, &access_token);
                     self.with_context(|flow, ctx| flow.handle_refresh_claimed(ctx, claimed))
                 }
                 Step::EndSessions { entries } => {

@@ -177,6 +177,11 @@ impl<D: SharedData> SessionStore<D> {
                         Some(())
                     });
                 }
+                StoreWrite::ReleaseRefresh { key } => {
+                    self.update_bucket(&key, |bucket| {
+                        bucket.get_mut(&key)?.refreshing_until.take().map(|_| ())
+                    });
+                }
                 StoreWrite::Delete { key } => {
                     if let Some(session) = self.update_bucket(&key, |bucket| bucket.remove(&key)) {
                         self.unindex(&key, &session);
@@ -217,10 +222,17 @@ impl<D: SharedData> SessionStore<D> {
     }
 
     /// Marks the session as being refreshed, unless another worker already is.
-    pub fn claim_refresh(&self, key: &SessionKey, now: u64, until: u64) -> bool {
+    pub fn claim_refresh(
+        &self,
+        key: &SessionKey,
+        now: u64,
+        until: u64,
+        access_token: &str,
+    ) -> bool {
         self.update_bucket(key, |bucket| {
             let session = bucket.get_mut(key)?;
-            if session.refresh_in_progress(now) {
+            // Refreshed since this request read it: its refresh token may be spent.
+            if session.refresh_in_progress(now) || session.access_token != access_token {
                 return None;
             }
             session.refreshing_until = Some(until);
@@ -539,15 +551,27 @@ mod tests {
     fn only_one_worker_claims_a_refresh_and_a_touch_never_undoes_it() {
         let store = store(100);
         put(&store, 1, session("alice", "s1", 10));
-        assert!(store.claim_refresh(&key(1), 20, 30));
-        assert!(!store.claim_refresh(&key(1), 21, 31), "claimed until 30");
+        assert!(store.claim_refresh(&key(1), 20, 30, "at-alice"));
         assert!(
-            store.claim_refresh(&key(1), 30, 40),
+            !store.claim_refresh(&key(1), 21, 31, "at-alice"),
+            "claimed until 30"
+        );
+        assert!(
+            store.claim_refresh(&key(1), 30, 40, "at-alice"),
             "an abandoned claim lapses"
         );
         assert!(
-            !store.claim_refresh(&key(2), 20, 30),
+            !store.claim_refresh(&key(2), 20, 30, "at-alice"),
             "no session, nothing to claim"
+        );
+        store.apply(vec![StoreWrite::ReleaseRefresh { key: key(1) }]);
+        assert!(
+            store.claim_refresh(&key(1), 31, 41, "at-alice"),
+            "a released claim is free"
+        );
+        assert!(
+            !store.claim_refresh(&key(1), 50, 60, "at-older"),
+            "refreshed since it was read"
         );
 
         let mut refreshed = load(&store, 1).unwrap();
