@@ -34,6 +34,8 @@ pub enum AccessTokenError {
     Expired,
     /// `nbf` (or `iat`) lies in the future.
     NotYetValid,
+    /// Introspection says the token is not active (revoked, expired or unknown).
+    Inactive,
 }
 
 impl std::fmt::Display for AccessTokenError {
@@ -53,6 +55,7 @@ impl std::fmt::Display for AccessTokenError {
             Self::WrongAudience => f.write_str("access token audience does not include this API"),
             Self::Expired => f.write_str("access token has expired"),
             Self::NotYetValid => f.write_str("access token is not valid yet"),
+            Self::Inactive => f.write_str("access token is not active"),
         }
     }
 }
