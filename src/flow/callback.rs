@@ -238,10 +238,16 @@ pub(super) fn finish_login<R: CryptoRngCore>(
     let keep_id_token = config.upstream.authorization
         == crate::config::UpstreamAuthorization::IdToken
         || provider.metadata.end_session_endpoint.is_some();
-    let claims = config
+    let mut claims: serde_json::Map<_, _> = config
         .retained_claims()
         .filter_map(|name| Some((name.to_string(), id_token.claims.get(name)?.clone())))
         .collect();
+    // ID tokens carry no scope; rules on scopes see what the token response granted.
+    if config.retained_claims().any(|name| name == "scope") && !claims.contains_key("scope") {
+        if let Some(scope) = &tokens.scope {
+            claims.insert("scope".to_string(), scope.clone().into());
+        }
+    }
     let session = Session {
         sub: id_token.sub,
         sid: id_token.sid,

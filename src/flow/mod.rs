@@ -6,12 +6,15 @@
 //! answered by the matching `handle_*` call. The flow never blocks and never
 //! assumes an answer comes synchronously, so a store that needs a callout fits.
 
+mod access;
+mod bearer;
 mod callback;
 mod identity;
 mod login;
 mod logout;
 #[cfg(test)]
 mod tests;
+mod upstream_identity;
 
 use rand_core::CryptoRngCore;
 
@@ -41,6 +44,8 @@ pub struct RequestHead {
     pub method: String,
     /// The `:path` pseudo-header: path and query.
     pub target: Vec<u8>,
+    /// The `:authority` pseudo-header, when sent and UTF-8.
+    pub authority: Option<String>,
     /// Every header but pseudo-headers, names lower-case, in order.
     pub headers: Vec<(String, Vec<u8>)>,
 }
@@ -80,6 +85,9 @@ pub enum Step {
     },
     /// Send this request, then call [`RequestFlow::handle_callout_response`].
     Callout(Callout),
+    /// Read the cache entry stored under `key` (introspection results), then
+    /// call [`RequestFlow::handle_cached`].
+    LoadCache { key: String },
     /// Fetch the provider's JWKS again, share it, then call
     /// [`RequestFlow::handle_jwks_refreshed`].
     RefetchJwks,
@@ -105,8 +113,18 @@ pub struct Respond {
 
 #[derive(Debug)]
 pub enum StoreWrite {
-    Put { key: String, session: Box<Session> },
-    Delete { key: String },
+    Put {
+        key: String,
+        session: Box<Session>,
+    },
+    Delete {
+        key: String,
+    },
+    /// A cache entry; its expiry is inside the value, checked on read.
+    Cache {
+        key: String,
+        value: Vec<u8>,
+    },
 }
 
 /// An HTTP request to the provider, routed through an Envoy cluster.
@@ -164,6 +182,9 @@ enum Expect {
     LoginRecorded(callback::Callback),
     TokenResponse(callback::Callback),
     Jwks(callback::Callback, TokenResponse),
+    BearerJwks(bearer::BearerRequest),
+    IntrospectionCache(bearer::BearerRequest),
+    Introspection(bearer::BearerRequest),
     Finished,
 }
 
@@ -188,6 +209,16 @@ impl RequestFlow {
             return self.finish_or(callback::handle_callback(ctx, &request));
         }
         let is_logout = ctx.config.logout_path.as_deref().map(str::as_bytes) == Some(path);
+        if !is_logout {
+            match access::gate(ctx, &request) {
+                access::Gate::Done(step) => return self.finish(step),
+                access::Gate::Bearer(token) => {
+                    let bearer = bearer::BearerRequest { request, token };
+                    return self.finish_or(bearer::authenticate(ctx, bearer, true));
+                }
+                access::Gate::Session => {}
+            }
+        }
         match session_id(ctx.config, &request) {
             Some(id) => {
                 let key = id.store_key();
@@ -250,7 +281,23 @@ impl RequestFlow {
             Expect::TokenResponse(cb) => {
                 self.finish_or(callback::handle_token_response(ctx, cb, outcome))
             }
+            Expect::Introspection(bearer) => {
+                self.finish_or(bearer::handle_introspection(ctx, bearer, outcome))
+            }
             other => self.unexpected(other, "a callout response"),
+        }
+    }
+
+    pub fn handle_cached<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        stored: Option<&[u8]>,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::IntrospectionCache(bearer) => {
+                self.finish_or(bearer::handle_cached(ctx, bearer, stored))
+            }
+            other => self.unexpected(other, "a cache entry"),
         }
     }
 
@@ -260,6 +307,7 @@ impl RequestFlow {
             Expect::Jwks(cb, tokens) => {
                 self.finish_or(callback::finish_login(ctx, cb, tokens, false))
             }
+            Expect::BearerJwks(bearer) => self.finish_or(bearer::authenticate(ctx, bearer, false)),
             other => self.unexpected(other, "refetched keys"),
         }
     }
@@ -303,6 +351,9 @@ impl Expect {
             Expect::LoginRecorded(_) => "LoginRecorded",
             Expect::TokenResponse(_) => "TokenResponse",
             Expect::Jwks(..) => "Jwks",
+            Expect::BearerJwks(_) => "BearerJwks",
+            Expect::IntrospectionCache(_) => "IntrospectionCache",
+            Expect::Introspection(_) => "Introspection",
             Expect::Finished => "Finished",
         }
     }

@@ -15,6 +15,8 @@ use crate::oidc::discovery::ProviderMetadata;
 use crate::oidc::jwks::Jwks;
 use crate::session::Session;
 
+mod api;
+
 const NOW: u64 = 1_800_000_000;
 const ISSUER: &str = "https://idp.example";
 
@@ -139,6 +141,10 @@ impl Rp {
                     let value = store.get(&key).cloned();
                     flow.handle_session(&mut ctx, value.as_deref())
                 }
+                Step::LoadCache { key } => {
+                    let value = store.get(&key).cloned();
+                    flow.handle_cached(&mut ctx, value.as_deref())
+                }
                 Step::RecordLogin {
                     key,
                     issued_at,
@@ -180,6 +186,7 @@ impl Rp {
         let head = RequestHead {
             method: method.to_string(),
             target: target.as_bytes().to_vec(),
+            authority: Some("app.example".to_string()),
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_vec()))
@@ -216,6 +223,9 @@ fn apply(store: &mut HashMap<String, Vec<u8>>, writes: Vec<StoreWrite>) {
             }
             StoreWrite::Delete { key } => {
                 store.remove(&key);
+            }
+            StoreWrite::Cache { key, value } => {
+                store.insert(key, value);
             }
         }
     }
@@ -437,7 +447,8 @@ fn a_full_login_creates_a_session_and_returns_to_the_original_url() {
         &[
             ("cookie", cookie.as_bytes()),
             ("x-auth-request-user", b"mallory"),
-            ("authorization", b"Bearer forged"),
+            // Not Bearer: a bearer token would be judged instead of the session.
+            ("authorization", b"Basic bWFsbG9yeTp4"),
         ],
     );
     let Step::Forward(forward) = step else {
@@ -713,15 +724,12 @@ fn idle_and_absolute_timeouts_end_the_session() {
 #[test]
 fn return_targets_never_leave_the_origin() {
     let idp = Idp::new(1, "k1");
-    for target in [
-        "//evil.example/x",
-        "/\\evil.example",
-        "/%2F%2Fevil.example",
-        "/%5Cevil.example",
-    ] {
-        let mut rp = Rp::new(&idp);
-        let (done, _) = complete_login(&mut rp, &idp, target);
-        assert_eq!(header(&done, "location"), Some("/"), "{target}");
+    let mut rp = Rp::new(&idp);
+    let (done, _) = complete_login(&mut rp, &idp, "//evil.example/x");
+    assert_eq!(header(&done, "location"), Some("/"));
+    // Paths that cannot be normalized never start a login at all.
+    for target in ["/\\evil.example", "/%2F%2Fevil.example", "/%5Cevil.example"] {
+        assert_eq!(response(rp.get(target, "")).status, 400, "{target}");
     }
 }
 

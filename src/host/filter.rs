@@ -46,6 +46,7 @@ impl Filter {
             match name.as_str() {
                 ":method" => head.method = String::from_utf8_lossy(&value).into_owned(),
                 ":path" => head.target = value,
+                ":authority" => head.authority = String::from_utf8(value).ok(),
                 _ if name.starts_with(':') => {}
                 _ => head.headers.push((name, value)),
             }
@@ -85,6 +86,10 @@ impl Filter {
                 Step::LoadSession { key } => {
                     let (value, _) = store::get(&key);
                     self.with_context(|flow, ctx| flow.handle_session(ctx, value.as_deref()))
+                }
+                Step::LoadCache { key } => {
+                    let (value, _) = store::get(&key);
+                    self.with_context(|flow, ctx| flow.handle_cached(ctx, value.as_deref()))
                 }
                 Step::RecordLogin {
                     key,

@@ -29,6 +29,7 @@ pub fn apply(writes: Vec<StoreWrite>) {
         let result = match write {
             StoreWrite::Put { key, session } => set(&key, &session.encode(), None),
             StoreWrite::Delete { key } => hostcalls::set_shared_data(&key, None, None),
+            StoreWrite::Cache { key, value } => set(&key, &value, None),
         };
         if let Err(status) = result {
             log::error!("session store write failed: {status:?}");
