@@ -44,7 +44,7 @@ pub(super) fn authenticate<R: CryptoRngCore>(
     let Some(provider) = ctx.provider else {
         return Next::Done(access::provider_unavailable_json());
     };
-    if !looks_like_jwt(&bearer.token) {
+    if !jwt_shaped(&bearer.token) {
         return introspect(ctx, bearer);
     }
     let expect = AccessTokenExpectations {
@@ -69,6 +69,17 @@ pub(super) fn authenticate<R: CryptoRngCore>(
             Next::Done(access::invalid_token(describe(&err)))
         }
     }
+}
+
+/// Three dot-separated parts: a JWS to verify, never an opaque token to
+/// introspect. An unsecured JWT (`alg: none`) has an empty third part and
+/// must meet the verifier, which refuses it, not the introspection endpoint.
+fn jwt_shaped(token: &str) -> bool {
+    if looks_like_jwt(token) {
+        return true;
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    matches!(parts.as_slice(), [header, payload, ""] if !header.is_empty() && !payload.is_empty())
 }
 
 /// Authenticated: the rules decide, then the request goes upstream with the

@@ -140,6 +140,13 @@ pub fn verify_access_token(
         return Err(AccessTokenError::WrongAudience);
     }
 
+    // An ID token for our own client has our client id as audience, which is
+    // also the default API audience; its nonce gives it away (the filter always
+    // sends one), so it cannot be replayed as an access token.
+    if claims.contains_key("nonce") {
+        return Err(JwtError::WrongType(Some("ID token".to_string())).into());
+    }
+
     let sub = string_claim(&claims, "sub")?.map(str::to_owned);
     Ok(VerifiedAccessToken { sub, exp, claims })
 }
@@ -248,6 +255,14 @@ mod tests {
         assert_eq!(
             check_with(&good_claims(), Some("at+jwt"), &[]).unwrap_err(),
             AccessTokenError::WrongAudience
+        );
+    }
+
+    #[test]
+    fn id_tokens_are_not_access_tokens() {
+        assert_eq!(
+            check_with(&with(json!({"nonce": "n"})), None, &apis()).unwrap_err(),
+            AccessTokenError::Jwt(JwtError::WrongType(Some("ID token".into())))
         );
     }
 

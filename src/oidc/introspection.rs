@@ -21,6 +21,13 @@ pub fn parse_introspection_response(
     status: u16,
     body: &[u8],
 ) -> Result<Map<String, Value>, IntrospectionFailed> {
+    if status == 400 && error_code(body).as_deref() == Some("unsupported_token_type") {
+        // RFC 7662 §4: the provider cannot introspect tokens of this kind (oidc-provider
+        // says so for JWTs), so it vouches for nothing.
+        let mut members = Map::new();
+        members.insert("active".to_string(), Value::Bool(false));
+        return Ok(members);
+    }
     if status != 200 {
         return Err(IntrospectionFailed(format!("status {status}")));
     }
@@ -34,6 +41,11 @@ pub fn parse_introspection_response(
             super::common::json_error_kind(&e)
         ))),
     }
+}
+
+fn error_code(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    Some(value.get("error")?.as_str()?.to_string())
 }
 
 pub struct IntrospectionExpectations<'a> {
@@ -203,5 +215,9 @@ mod tests {
         assert!(parse_introspection_response(401, br#"{"active":true}"#).is_err());
         assert!(parse_introspection_response(200, b"[]").is_err());
         assert!(parse_introspection_response(200, b"<html>").is_err());
+        let unsupported = br#"{"error":"unsupported_token_type"}"#;
+        let members = parse_introspection_response(400, unsupported).unwrap();
+        assert_eq!(members.get("active"), Some(&Value::Bool(false)));
+        assert!(parse_introspection_response(400, br#"{"error":"invalid_request"}"#).is_err());
     }
 }

@@ -157,6 +157,10 @@ fn refused_tokens_get_401_invalid_token_never_a_redirect() {
             "alg none with a signature",
             format!("{none_header}.{payload}.c2ln"),
         ),
+        (
+            "an ID token",
+            idp.id_token(access_claims(serde_json::json!({"nonce": "n"}))),
+        ),
         ("garbage", "a.b.c".to_string()),
         (
             "opaque without introspection",
