@@ -111,6 +111,12 @@ impl std::fmt::Display for Denial {
 }
 
 impl Authorization {
+    /// Whether some request could be refused for its path: only then must a
+    /// path that cannot be normalized be refused rather than passed on.
+    pub fn depends_on_path(&self) -> bool {
+        self.default == Policy::Deny || !self.rules.is_empty()
+    }
+
     pub fn decide(&self, target: &Target<'_>, claims: &Map<String, Value>) -> Result<(), Denial> {
         let Some((index, rule)) = self
             .rules

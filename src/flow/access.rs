@@ -27,15 +27,19 @@ pub(super) enum Gate {
 pub(super) fn gate<R: CryptoRngCore>(ctx: &Context<'_, R>, request: &RequestHead) -> Gate {
     let config = ctx.config;
     let (raw_path, _query) = paths::split_path_query(&request.target);
-    let path = match paths::normalize_path(raw_path) {
-        Ok(path) => path,
-        Err(err) => {
+    match paths::normalize_path(raw_path) {
+        Ok(path) if config.access.is_public(&path) => {
+            return Gate::Done(Step::Forward(identity::strip_request(config, request)));
+        }
+        Ok(_) => {}
+        // A path servers could read differently is never public. It is refused
+        // only where a rule would have to judge it; otherwise the decision does
+        // not depend on the path (apps using %2F in paths keep working).
+        Err(err) if config.access.authorization.depends_on_path() => {
             log::info!("request path refused: {err:?}");
             return Gate::Done(bad_path(request, err));
         }
-    };
-    if config.access.is_public(&path) {
-        return Gate::Done(Step::Forward(identity::strip_request(config, request)));
+        Err(_) => {}
     }
     let mode = config.access.bearer.mode;
     if mode == BearerMode::Ignore {
@@ -113,15 +117,14 @@ fn bearer_token(request: &RequestHead) -> Credential {
 /// Whether this request can follow a login redirect.
 pub(super) fn is_navigation(config: &Config, request: &RequestHead) -> bool {
     let (raw_path, _) = paths::split_path_query(&request.target);
-    let Ok(path) = paths::normalize_path(raw_path) else {
-        return false;
+    let prefixes = &config.access.api_path_prefixes;
+    let path = match paths::normalize_path(raw_path) {
+        Ok(path) => path,
+        // Whether it lies under an API prefix cannot be told: never redirect then.
+        Err(_) if !prefixes.is_empty() => return false,
+        Err(_) => "/".to_string(),
     };
-    request_kind::is_navigation(
-        &request.method,
-        &request.headers,
-        &path,
-        &config.access.api_path_prefixes,
-    )
+    request_kind::is_navigation(&request.method, &request.headers, &path, prefixes)
 }
 
 /// 401 for a request without credentials that cannot follow a login.
@@ -192,13 +195,13 @@ pub(super) fn authorize(
     via: Via,
 ) -> Option<Step> {
     let (raw_path, _) = paths::split_path_query(&request.target);
-    // `gate` refused unnormalizable paths already; never let one through here.
-    let Ok(path) = paths::normalize_path(raw_path) else {
-        return Some(respond(pages::json_error(
-            400,
-            "invalid_request",
-            "The request path cannot be checked.",
-        )));
+    let path = match paths::normalize_path(raw_path) {
+        Ok(path) => path,
+        // `gate` refused these where rules must judge them; otherwise nothing here depends on the path.
+        Err(err) if config.access.authorization.depends_on_path() => {
+            return Some(bad_path(request, err))
+        }
+        Err(_) => return None,
     };
     let target = Target {
         authority: request.authority.as_deref(),

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::access::{self, Via};
 use super::{identity, upstream_identity, Callout, CalloutOutcome, Context, Expect, Next};
-use super::{RequestHead, Step, StoreWrite};
+use super::{RequestHead, Step};
 use crate::crypto;
 use crate::oidc::access_token::{
     looks_like_jwt, verify_access_token, AccessTokenError, AccessTokenExpectations,
@@ -280,18 +280,9 @@ pub(super) fn handle_introspection<R: CryptoRngCore>(
     if cache.cache_seconds == 0 {
         return Next::Done(step);
     }
-    let write = StoreWrite::Cache {
+    Next::Done(Step::StoreCache {
         key: cache_slot(&bearer.token, cache.max_entries),
         value: serde_json::to_vec(&entry).unwrap_or_default(),
-    };
-    Next::Done(with_write(step, write))
-}
-
-fn with_write(mut step: Step, write: StoreWrite) -> Step {
-    match &mut step {
-        Step::Forward(forward) => forward.writes.push(write),
-        Step::Respond(respond) => respond.writes.push(write),
-        _ => {}
-    }
-    step
+        then: Box::new(step),
+    })
 }

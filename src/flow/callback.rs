@@ -15,7 +15,7 @@ use crate::oidc::id_token::{verify_id_token, IdTokenError, IdTokenExpectations, 
 use crate::oidc::jwt::JwtError;
 use crate::oidc::token::{self, ClientCredentials, TokenResponse};
 use crate::session::login::LoginState;
-use crate::session::{once, Session, SessionId};
+use crate::session::{once, Session, SessionId, SessionKey};
 
 /// A callback whose login cookie checked out, on its way to a session.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ pub(super) struct Callback {
     cookie_name: String,
     code: String,
     /// The session this browser had before, replaced by the new one.
-    previous_session_key: Option<String>,
+    previous_session_key: Option<SessionKey>,
 }
 
 pub(super) fn handle_callback<R: CryptoRngCore>(
@@ -114,10 +114,10 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
         return refuse_and_expire("The login response has no authorization code.", expire);
     };
 
-    let step = Step::RecordLogin {
-        key: once::ledger_key(login.issued_at, config.login_timeout),
+    let step = Step::RecordOnce {
+        key: once::ledger_key("login", login.issued_at, config.login_timeout),
         issued_at: login.issued_at,
-        state: login.state.clone(),
+        value: login.state.clone(),
     };
     let callback = Callback {
         login,
@@ -238,16 +238,7 @@ pub(super) fn finish_login<R: CryptoRngCore>(
     let keep_id_token = config.upstream.authorization
         == crate::config::UpstreamAuthorization::IdToken
         || provider.metadata.end_session_endpoint.is_some();
-    let mut claims: serde_json::Map<_, _> = config
-        .retained_claims()
-        .filter_map(|name| Some((name.to_string(), id_token.claims.get(name)?.clone())))
-        .collect();
-    // ID tokens carry no scope; rules on scopes see what the token response granted.
-    if config.retained_claims().any(|name| name == "scope") && !claims.contains_key("scope") {
-        if let Some(scope) = &tokens.scope {
-            claims.insert("scope".to_string(), scope.clone().into());
-        }
-    }
+    let claims = session_claims(config, &id_token.claims, tokens.scope.as_deref());
     let session = Session {
         sub: id_token.sub,
         sid: id_token.sid,
@@ -259,6 +250,7 @@ pub(super) fn finish_login<R: CryptoRngCore>(
         refresh_token: tokens.refresh_token,
         id_token: tokens.id_token.filter(|_| keep_id_token),
         claims,
+        refreshing_until: None,
     };
     let id = SessionId::generate(ctx.rng);
     let mut writes = Vec::new();
@@ -285,6 +277,25 @@ pub(super) fn finish_login<R: CryptoRngCore>(
     ));
     log::info!("login completed; new session created");
     Next::Done(Step::Respond(Respond { response, writes }))
+}
+
+/// The ID token claims a session keeps (see [`crate::config::Config::retained_claims`]).
+/// ID tokens carry no scope, so rules on scopes see what the token response granted.
+pub(super) fn session_claims(
+    config: &crate::config::Config,
+    id_claims: &serde_json::Map<String, serde_json::Value>,
+    granted_scope: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut claims: serde_json::Map<_, _> = config
+        .retained_claims()
+        .filter_map(|name| Some((name.to_string(), id_claims.get(name)?.clone())))
+        .collect();
+    if config.retained_claims().any(|name| name == "scope") && !claims.contains_key("scope") {
+        if let Some(scope) = granted_scope {
+            claims.insert("scope".to_string(), scope.into());
+        }
+    }
+    claims
 }
 
 /// The parameters of an authorization response (RFC 6749 §4.1.2, RFC 9207).

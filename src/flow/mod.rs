@@ -7,11 +7,13 @@
 //! assumes an answer comes synchronously, so a store that needs a callout fits.
 
 mod access;
+mod backchannel;
 mod bearer;
 mod callback;
 mod identity;
 mod login;
 mod logout;
+mod refresh;
 #[cfg(test)]
 mod tests;
 mod upstream_identity;
@@ -25,7 +27,8 @@ use crate::http::pages::{self, LocalResponse};
 use crate::http::paths;
 use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
-use crate::session::{Session, SessionId};
+use crate::session::buckets::IndexEntry;
+use crate::session::{Session, SessionId, SessionKey};
 
 /// Everything a handler may consult besides the event itself.
 pub struct Context<'a, R: CryptoRngCore> {
@@ -75,19 +78,35 @@ pub enum Step {
     /// Answer locally.
     Respond(Respond),
     /// Read the session stored under `key`, then call [`RequestFlow::handle_session`].
-    LoadSession { key: String },
-    /// Record a login as used in the single-use ledger (see [`crate::session::once`]),
-    /// then call [`RequestFlow::handle_login_recorded`].
-    RecordLogin {
+    LoadSession { key: SessionKey },
+    /// Record `value` as used in the single-use ledger under `key` (see
+    /// [`crate::session::once`]), then call [`RequestFlow::handle_once_recorded`].
+    RecordOnce {
         key: String,
         issued_at: u64,
-        state: String,
+        value: String,
     },
+    /// Mark the session as being refreshed until `until`, unless another worker
+    /// already is, then call [`RequestFlow::handle_refresh_claimed`].
+    ClaimRefresh { key: SessionKey, until: u64 },
+    /// Read the request body (at most `max_bytes`), then call [`RequestFlow::handle_body`].
+    ReadBody { max_bytes: usize },
+    /// Delete every session filed under these index entries, then call
+    /// [`RequestFlow::handle_sessions_ended`].
+    EndSessions { entries: Vec<IndexEntry> },
     /// Send this request, then call [`RequestFlow::handle_callout_response`].
     Callout(Callout),
     /// Read the cache entry stored under `key` (introspection results), then
     /// call [`RequestFlow::handle_cached`].
     LoadCache { key: String },
+    /// Store `value` under `key` in the cache (its expiry is inside the value,
+    /// checked on read), then perform `then`. Not a session write: the cache
+    /// lives beside the session store, not in it.
+    StoreCache {
+        key: String,
+        value: Vec<u8>,
+        then: Box<Step>,
+    },
     /// Fetch the provider's JWKS again, share it, then call
     /// [`RequestFlow::handle_jwks_refreshed`].
     RefetchJwks,
@@ -113,17 +132,19 @@ pub struct Respond {
 
 #[derive(Debug)]
 pub enum StoreWrite {
+    /// Create or replace a session (a new login, refreshed tokens).
     Put {
-        key: String,
+        key: SessionKey,
         session: Box<Session>,
     },
-    Delete {
-        key: String,
+    /// Record activity for the idle timeout without rewriting the tokens, so a
+    /// touch can never undo another worker's refresh.
+    Touch {
+        key: SessionKey,
+        at: u64,
     },
-    /// A cache entry; its expiry is inside the value, checked on read.
-    Cache {
-        key: String,
-        value: Vec<u8>,
+    Delete {
+        key: SessionKey,
     },
 }
 
@@ -179,6 +200,12 @@ enum Expect {
     Request,
     Session(RequestHead),
     LogoutSession(RequestHead),
+    RefreshClaim(refresh::Refresh),
+    RefreshResponse(refresh::Refresh),
+    LogoutTokenBody,
+    LogoutTokenJwks(String),
+    LogoutTokenRecorded(backchannel::LogoutTarget),
+    SessionsEnded,
     LoginRecorded(callback::Callback),
     TokenResponse(callback::Callback),
     Jwks(callback::Callback, TokenResponse),
@@ -207,6 +234,15 @@ impl RequestFlow {
         let (path, _) = paths::split_path_query(&request.target);
         if path == ctx.config.callback_path.as_bytes() {
             return self.finish_or(callback::handle_callback(ctx, &request));
+        }
+        if ctx
+            .config
+            .backchannel_logout_path
+            .as_deref()
+            .map(str::as_bytes)
+            == Some(path)
+        {
+            return self.finish_or(backchannel::handle_request(&request));
         }
         let is_logout = ctx.config.logout_path.as_deref().map(str::as_bytes) == Some(path);
         if !is_logout {
@@ -243,13 +279,12 @@ impl RequestFlow {
         match std::mem::take(&mut self.expect) {
             Expect::Session(request) => {
                 let key = session_id(ctx.config, &request).map(|id| id.store_key());
-                let step = match (session, key) {
+                match (session, key) {
                     (Some(session), Some(key)) => {
-                        identity::continue_session(ctx, &request, session, key)
+                        self.finish_or(identity::continue_session(ctx, request, session, key))
                     }
-                    _ => login::start_login(ctx, &request),
-                };
-                self.finish(step)
+                    _ => self.finish(login::start_login(ctx, &request)),
+                }
             }
             Expect::LogoutSession(request) => {
                 let key = session_id(ctx.config, &request).map(|id| id.store_key());
@@ -259,7 +294,7 @@ impl RequestFlow {
         }
     }
 
-    pub fn handle_login_recorded<R: CryptoRngCore>(
+    pub fn handle_once_recorded<R: CryptoRngCore>(
         &mut self,
         ctx: &mut Context<'_, R>,
         first_use: bool,
@@ -268,7 +303,46 @@ impl RequestFlow {
             Expect::LoginRecorded(cb) => {
                 self.finish_or(callback::exchange_code(ctx, cb, first_use))
             }
+            Expect::LogoutTokenRecorded(target) => {
+                self.finish_or(backchannel::end_sessions(target, first_use))
+            }
             other => self.unexpected(other, "the single-use ledger"),
+        }
+    }
+
+    pub fn handle_refresh_claimed<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        claimed: bool,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::RefreshClaim(refresh) => {
+                self.finish_or(refresh::claimed(ctx, refresh, claimed))
+            }
+            other => self.unexpected(other, "a refresh claim"),
+        }
+    }
+
+    /// `body` is `None` when it was larger than asked for.
+    pub fn handle_body<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        body: Option<&[u8]>,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::LogoutTokenBody => self.finish_or(backchannel::handle_body(ctx, body, true)),
+            other => self.unexpected(other, "a request body"),
+        }
+    }
+
+    pub fn handle_sessions_ended<R: CryptoRngCore>(
+        &mut self,
+        _ctx: &mut Context<'_, R>,
+        count: usize,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::SessionsEnded => self.finish(backchannel::done(count)),
+            other => self.unexpected(other, "ended sessions"),
         }
     }
 
@@ -283,6 +357,9 @@ impl RequestFlow {
             }
             Expect::Introspection(bearer) => {
                 self.finish_or(bearer::handle_introspection(ctx, bearer, outcome))
+            }
+            Expect::RefreshResponse(refresh) => {
+                self.finish_or(refresh::handle_response(ctx, refresh, outcome))
             }
             other => self.unexpected(other, "a callout response"),
         }
@@ -308,6 +385,9 @@ impl RequestFlow {
                 self.finish_or(callback::finish_login(ctx, cb, tokens, false))
             }
             Expect::BearerJwks(bearer) => self.finish_or(bearer::authenticate(ctx, bearer, false)),
+            Expect::LogoutTokenJwks(token) => {
+                self.finish_or(backchannel::verify(ctx, &token, false))
+            }
             other => self.unexpected(other, "refetched keys"),
         }
     }
@@ -354,6 +434,12 @@ impl Expect {
             Expect::BearerJwks(_) => "BearerJwks",
             Expect::IntrospectionCache(_) => "IntrospectionCache",
             Expect::Introspection(_) => "Introspection",
+            Expect::RefreshClaim(_) => "RefreshClaim",
+            Expect::RefreshResponse(_) => "RefreshResponse",
+            Expect::LogoutTokenBody => "LogoutTokenBody",
+            Expect::LogoutTokenJwks(_) => "LogoutTokenJwks",
+            Expect::LogoutTokenRecorded(_) => "LogoutTokenRecorded",
+            Expect::SessionsEnded => "SessionsEnded",
             Expect::Finished => "Finished",
         }
     }

@@ -210,6 +210,15 @@ def test_api_forged_tokens_get_401(api_gw, idp, browser):
         assert r.status == 401, (what, r)
 
 
+def test_api_forged_bearer_beats_a_session(api_gw, browser):
+    b = browser()
+    assert login(b, api_gw.url("/"), "alice").status == 302
+    assert echoed(b.get(api_gw.url("/")))["headers"]["x-auth-request-user"] == "alice"
+    # A bearer token is judged on its own, even beside a valid session cookie.
+    r = b.get(api_gw.url("/"), headers={"Authorization": "Bearer forged"})
+    assert_invalid_token(r, "not active")
+
+
 def test_api_wrong_audience_gets_401(gateway, idp, browser):
     gw = gateway(bearer={"audiences": ["https://other.example/"]})
     token = client_credentials_token(browser, idp)
