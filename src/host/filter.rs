@@ -32,6 +32,8 @@ pub struct Filter {
     headers_only: bool,
     /// Waiting for the whole request body, up to this size.
     reading_body: Option<usize>,
+    /// The flow has forwarded or answered the request.
+    decided: bool,
 }
 
 impl Filter {
@@ -44,6 +46,7 @@ impl Filter {
             response_headers: Vec::new(),
             headers_only: false,
             reading_body: None,
+            decided: false,
         }
     }
 
@@ -180,12 +183,14 @@ impl Filter {
                         None => {}
                     }
                     self.response_headers = forward.response_headers;
+                    self.decided = true;
                     if self.paused {
                         self.resume_http_request();
                     }
                     return Action::Continue;
                 }
                 Step::Respond(respond) => {
+                    self.decided = true;
                     let changes = self.shared.store.apply(respond.writes);
                     self.shared.metrics.record(&changes);
                     let response = respond.response;
@@ -257,7 +262,14 @@ impl Context for Filter {
 impl HttpContext for Filter {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(max_bytes) = self.reading_body else {
-            return Action::Continue;
+            // With allow_on_headers_stop_iteration, body chunks arrive while a
+            // callout is pending; letting one continue would forward the request
+            // before the flow decided, so they wait (buffered) until it has.
+            return if self.paused && !self.decided {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
         };
         if body_size > max_bytes {
             self.reading_body = None;
