@@ -19,7 +19,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn new(field: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             field: field.to_string(),
             message: message.into(),
@@ -109,6 +109,10 @@ pub struct UpstreamConfig {
     pub authorization: UpstreamAuthorization,
     /// (header name, claim path), header names lower-case.
     pub claim_headers: Vec<(String, ClaimPath)>,
+    /// Joins array claims in one header value.
+    pub claims_separator: String,
+    /// Carries the whole claim set as base64url JSON, when configured.
+    pub claims_header: Option<String>,
 }
 
 /// A dotted path into the claims, e.g. `realm_access.roles`.
@@ -116,7 +120,7 @@ pub struct UpstreamConfig {
 pub struct ClaimPath(pub Vec<String>);
 
 impl ClaimPath {
-    fn parse(path: &str) -> Option<ClaimPath> {
+    pub(crate) fn parse(path: &str) -> Option<ClaimPath> {
         let parts: Vec<String> = path.split('.').map(str::to_string).collect();
         if parts.iter().any(String::is_empty) {
             return None;
@@ -191,6 +195,8 @@ pub struct Config {
     pub sealing_keys: Option<SealingKeys>,
     pub session: SessionConfig,
     pub upstream: UpstreamConfig,
+    /// Bearer tokens, public paths, API prefixes and authorization rules.
+    pub access: crate::authz::AccessConfig,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +229,10 @@ struct RawConfig {
     session: RawSession,
     #[serde(default)]
     upstream: RawUpstream,
+    bearer: Option<crate::authz::config::RawBearer>,
+    api_path_prefixes: Option<Vec<String>>,
+    public_paths: Option<Vec<String>>,
+    authorization: Option<crate::authz::config::RawAuthorization>,
 }
 
 #[derive(Deserialize, Default)]
@@ -253,6 +263,8 @@ struct RawSession {
 struct RawUpstream {
     authorization: Option<UpstreamAuthorization>,
     claim_headers: Option<BTreeMap<String, String>>,
+    claims_separator: Option<String>,
+    claims_header: Option<String>,
 }
 
 const DEFAULT_ALGORITHMS: [Algorithm; 8] = [
@@ -485,6 +497,15 @@ impl Config {
         };
 
         let upstream = upstream_config(raw.upstream)?;
+        let access = crate::authz::AccessConfig::parse(
+            crate::authz::config::RawAccess {
+                bearer: raw.bearer,
+                api_path_prefixes: raw.api_path_prefixes,
+                public_paths: raw.public_paths,
+                authorization: raw.authorization,
+            },
+            &client_id,
+        )?;
 
         Ok(Config {
             issuer,
@@ -514,6 +535,7 @@ impl Config {
             sealing_keys,
             session,
             upstream,
+            access,
         })
     }
 
@@ -526,14 +548,17 @@ impl Config {
         authorization
             .into_iter()
             .chain(self.upstream.claim_headers.iter().map(|(h, _)| h.as_str()))
+            .chain(self.upstream.claims_header.as_deref())
     }
 
-    /// The claims a session must keep: those the configured headers read.
+    /// The claims a session must keep: those the configured headers and the
+    /// authorization rules read.
     pub fn retained_claims(&self) -> impl Iterator<Item = &str> {
         self.upstream
             .claim_headers
             .iter()
             .map(|(_, path)| path.root())
+            .chain(self.access.retained_claims())
     }
 }
 
@@ -598,7 +623,7 @@ fn local_path(field: &str, path: &str) -> Result<String, ConfigError> {
     }
 }
 
-fn bounded(
+pub(crate) fn bounded(
     field: &str,
     value: Option<u64>,
     default: u64,
@@ -699,6 +724,21 @@ fn sealing_keys(
         .map_err(|e| ConfigError::new(field, e.to_string()))
 }
 
+/// A request header the filter may set from claims: a plain token, and none of
+/// the headers that route, frame or authenticate the request.
+fn identity_header_name(header: &str) -> Option<String> {
+    let name = header.to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !matches!(
+            name.as_str(),
+            "cookie" | "host" | "authorization" | "content-length" | "transfer-encoding"
+        );
+    valid.then_some(name)
+}
+
 fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
     let claim_headers = match raw.claim_headers {
         None => vec![
@@ -714,25 +754,12 @@ fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         Some(map) => map
             .into_iter()
             .map(|(header, claim)| {
-                let name = header.to_ascii_lowercase();
-                let valid_name = !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    && !matches!(
-                        name.as_str(),
-                        "cookie"
-                            | "host"
-                            | "authorization"
-                            | "content-length"
-                            | "transfer-encoding"
-                    );
-                if !valid_name {
-                    return Err(ConfigError::new(
+                let name = identity_header_name(&header).ok_or_else(|| {
+                    ConfigError::new(
                         "upstream.claim_headers",
                         format!("{header:?} cannot carry a claim"),
-                    ));
-                }
+                    )
+                })?;
                 let path = ClaimPath::parse(&claim).ok_or_else(|| {
                     ConfigError::new(
                         "upstream.claim_headers",
@@ -743,11 +770,41 @@ fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             })
             .collect::<Result<_, _>>()?,
     };
+    let claims_separator = raw.claims_separator.unwrap_or_else(|| ",".to_string());
+    if claims_separator.is_empty()
+        || claims_separator.len() > 8
+        || claims_separator.chars().any(char::is_control)
+    {
+        return Err(ConfigError::new(
+            "upstream.claims_separator",
+            "must be 1 to 8 characters without control characters",
+        ));
+    }
+    let claims_header = match raw.claims_header {
+        Some(header) => {
+            let name = identity_header_name(&header).ok_or_else(|| {
+                ConfigError::new(
+                    "upstream.claims_header",
+                    format!("{header:?} cannot carry the claims"),
+                )
+            })?;
+            if claim_headers.iter().any(|(h, _)| *h == name) {
+                return Err(ConfigError::new(
+                    "upstream.claims_header",
+                    format!("{name:?} is already used in upstream.claim_headers"),
+                ));
+            }
+            Some(name)
+        }
+        None => None,
+    };
     Ok(UpstreamConfig {
         authorization: raw
             .authorization
             .unwrap_or(UpstreamAuthorization::AccessToken),
         claim_headers,
+        claims_separator,
+        claims_header,
     })
 }
 

@@ -8,6 +8,7 @@
 //! whole flow unit-testable natively and lets a session store answer later (for
 //! example after an HTTP callout) without changing the flow.
 
+pub mod authz;
 pub mod config;
 pub mod crypto;
 pub mod flow;

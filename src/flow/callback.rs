@@ -238,10 +238,7 @@ pub(super) fn finish_login<R: CryptoRngCore>(
     let keep_id_token = config.upstream.authorization
         == crate::config::UpstreamAuthorization::IdToken
         || provider.metadata.end_session_endpoint.is_some();
-    let claims = config
-        .retained_claims()
-        .filter_map(|name| Some((name.to_string(), id_token.claims.get(name)?.clone())))
-        .collect();
+    let claims = session_claims(config, &id_token.claims, tokens.scope.as_deref());
     let session = Session {
         sub: id_token.sub,
         sid: id_token.sid,
@@ -280,6 +277,25 @@ pub(super) fn finish_login<R: CryptoRngCore>(
     ));
     log::info!("login completed; new session created");
     Next::Done(Step::Respond(Respond { response, writes }))
+}
+
+/// The ID token claims a session keeps (see [`crate::config::Config::retained_claims`]).
+/// ID tokens carry no scope, so rules on scopes see what the token response granted.
+pub(super) fn session_claims(
+    config: &crate::config::Config,
+    id_claims: &serde_json::Map<String, serde_json::Value>,
+    granted_scope: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut claims: serde_json::Map<_, _> = config
+        .retained_claims()
+        .filter_map(|name| Some((name.to_string(), id_claims.get(name)?.clone())))
+        .collect();
+    if config.retained_claims().any(|name| name == "scope") && !claims.contains_key("scope") {
+        if let Some(scope) = granted_scope {
+            claims.insert("scope".to_string(), scope.into());
+        }
+    }
+    claims
 }
 
 /// The parameters of an authorization response (RFC 6749 §4.1.2, RFC 9207).

@@ -3,7 +3,10 @@
 
 use rand_core::CryptoRngCore;
 
-use super::{login, refresh, Context, Forward, Next, RequestHead, Step, StoreWrite};
+use super::access::{self, Via};
+use super::{
+    login, refresh, upstream_identity, Context, Forward, Next, RequestHead, Step, StoreWrite,
+};
 use crate::config::{Config, UpstreamAuthorization};
 use crate::http::cookies;
 use crate::session::{Session, SessionKey};
@@ -18,6 +21,15 @@ pub(super) fn continue_session<R: CryptoRngCore>(
     if let Some(expiry) = session.expiry(ctx.now, config.session.idle_timeout) {
         log::info!("session ended ({expiry:?} timeout): logging in again");
         return Next::Done(end_session(ctx, &request, key));
+    }
+    if let Some(denied) = access::authorize(
+        config,
+        &request,
+        Some(&session.sub),
+        &session.claims,
+        Via::Session,
+    ) {
+        return Next::Done(denied);
     }
     if session.refresh_due(ctx.now, config.session.refresh_margin) {
         return refresh::start(ctx, request, session, key);
@@ -61,16 +73,13 @@ pub(super) fn forward_with_session<R: CryptoRngCore>(
         }
         UpstreamAuthorization::None => {}
     }
-    for (header, path) in &config.upstream.claim_headers {
-        let value = if path.0.len() == 1 && path.root() == "sub" {
-            Some(session.sub.clone())
-        } else {
-            path.lookup(&session.claims).and_then(header_value)
-        };
-        if let Some(value) = value {
-            forward.set_headers.push((header.clone(), value));
-        }
-    }
+    forward
+        .set_headers
+        .extend(upstream_identity::identity_headers(
+            config,
+            Some(&session.sub),
+            &session.claims,
+        ));
     if session.needs_touch(ctx.now, config.session.idle_timeout) {
         forward.writes.push(StoreWrite::Touch {
             key: key.clone(),
@@ -99,30 +108,4 @@ pub(super) fn strip_request(config: &Config, request: &RequestHead) -> Forward {
         response_headers: Vec::new(),
         writes: Vec::new(),
     }
-}
-
-/// A claim as a header value. Values with control characters are dropped
-/// rather than cleaned: a header must never smuggle CR/LF.
-fn header_value(claim: &serde_json::Value) -> Option<String> {
-    let text = match claim {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::Bool(b) => b.to_string(),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(|item| match item {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                serde_json::Value::Bool(b) => Some(b.to_string()),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()?
-            .join(","),
-        _ => return None,
-    };
-    if text.chars().any(char::is_control) {
-        log::warn!("a claim value with control characters was not sent upstream");
-        return None;
-    }
-    Some(text)
 }

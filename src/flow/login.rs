@@ -2,7 +2,7 @@
 
 use rand_core::CryptoRngCore;
 
-use super::{expire_cookie, provider_unavailable, Context, RequestHead, Respond, Step};
+use super::{access, expire_cookie, provider_unavailable, Context, RequestHead, Respond, Step};
 use crate::http::cookies;
 use crate::http::pages;
 use crate::http::paths;
@@ -17,6 +17,10 @@ pub(super) fn start_login<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
     request: &RequestHead,
 ) -> Step {
+    // Scripts and API clients cannot use a redirect to the provider.
+    if !access::is_navigation(ctx.config, request) {
+        return access::unauthorized();
+    }
     let Some(provider) = ctx.provider else {
         return provider_unavailable();
     };

@@ -6,7 +6,9 @@
 //! answered by the matching `handle_*` call. The flow never blocks and never
 //! assumes an answer comes synchronously, so a store that needs a callout fits.
 
+mod access;
 mod backchannel;
+mod bearer;
 mod callback;
 mod identity;
 mod login;
@@ -14,6 +16,7 @@ mod logout;
 mod refresh;
 #[cfg(test)]
 mod tests;
+mod upstream_identity;
 
 use rand_core::CryptoRngCore;
 
@@ -44,6 +47,8 @@ pub struct RequestHead {
     pub method: String,
     /// The `:path` pseudo-header: path and query.
     pub target: Vec<u8>,
+    /// The `:authority` pseudo-header, when sent and UTF-8.
+    pub authority: Option<String>,
     /// Every header but pseudo-headers, names lower-case, in order.
     pub headers: Vec<(String, Vec<u8>)>,
 }
@@ -96,6 +101,17 @@ pub enum Step {
     EndSessions { entries: Vec<IndexEntry> },
     /// Send this request, then call [`RequestFlow::handle_callout_response`].
     Callout(Callout),
+    /// Read the cache entry stored under `key` (introspection results), then
+    /// call [`RequestFlow::handle_cached`].
+    LoadCache { key: String },
+    /// Store `value` under `key` in the cache (its expiry is inside the value,
+    /// checked on read), then perform `then`. Not a session write: the cache
+    /// lives beside the session store, not in it.
+    StoreCache {
+        key: String,
+        value: Vec<u8>,
+        then: Box<Step>,
+    },
     /// Fetch the provider's JWKS again, share it, then call
     /// [`RequestFlow::handle_jwks_refreshed`].
     RefetchJwks,
@@ -202,6 +218,9 @@ enum Expect {
     LoginRecorded(callback::Callback),
     TokenResponse(callback::Callback),
     Jwks(callback::Callback, TokenResponse),
+    BearerJwks(bearer::BearerRequest),
+    IntrospectionCache(bearer::BearerRequest),
+    Introspection(bearer::BearerRequest),
     Finished,
 }
 
@@ -235,6 +254,16 @@ impl RequestFlow {
             return self.finish_or(backchannel::handle_request(&request));
         }
         let is_logout = ctx.config.logout_path.as_deref().map(str::as_bytes) == Some(path);
+        if !is_logout {
+            match access::gate(ctx, &request) {
+                access::Gate::Done(step) => return self.finish(step),
+                access::Gate::Bearer(token) => {
+                    let bearer = bearer::BearerRequest { request, token };
+                    return self.finish_or(bearer::authenticate(ctx, bearer, true));
+                }
+                access::Gate::Session => {}
+            }
+        }
         match session_id(ctx.config, &request) {
             Some(id) => {
                 let key = id.store_key();
@@ -334,10 +363,26 @@ impl RequestFlow {
             Expect::TokenResponse(cb) => {
                 self.finish_or(callback::handle_token_response(ctx, cb, outcome))
             }
+            Expect::Introspection(bearer) => {
+                self.finish_or(bearer::handle_introspection(ctx, bearer, outcome))
+            }
             Expect::RefreshResponse(refresh) => {
                 self.finish_or(refresh::handle_response(ctx, refresh, outcome))
             }
             other => self.unexpected(other, "a callout response"),
+        }
+    }
+
+    pub fn handle_cached<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        stored: Option<&[u8]>,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::IntrospectionCache(bearer) => {
+                self.finish_or(bearer::handle_cached(ctx, bearer, stored))
+            }
+            other => self.unexpected(other, "a cache entry"),
         }
     }
 
@@ -347,6 +392,7 @@ impl RequestFlow {
             Expect::Jwks(cb, tokens) => {
                 self.finish_or(callback::finish_login(ctx, cb, tokens, false))
             }
+            Expect::BearerJwks(bearer) => self.finish_or(bearer::authenticate(ctx, bearer, false)),
             Expect::LogoutTokenJwks(token) => {
                 self.finish_or(backchannel::verify(ctx, &token, false))
             }
@@ -393,6 +439,9 @@ impl Expect {
             Expect::LoginRecorded(_) => "LoginRecorded",
             Expect::TokenResponse(_) => "TokenResponse",
             Expect::Jwks(..) => "Jwks",
+            Expect::BearerJwks(_) => "BearerJwks",
+            Expect::IntrospectionCache(_) => "IntrospectionCache",
+            Expect::Introspection(_) => "Introspection",
             Expect::RefreshClaim(_) => "RefreshClaim",
             Expect::RefreshResponse(_) => "RefreshResponse",
             Expect::LogoutTokenBody => "LogoutTokenBody",

@@ -141,10 +141,15 @@ pub(super) fn handle_response<R: CryptoRngCore>(
         match verify_id_token(raw, &provider.jwks, &expect) {
             // OIDC Core §12.2: the same issuer (checked above) and the same subject.
             Ok(verified) if verified.sub == session.sub => {
-                session.claims = config
-                    .retained_claims()
-                    .filter_map(|name| Some((name.to_string(), verified.claims.get(name)?.clone())))
-                    .collect();
+                // A refresh response may omit an unchanged scope (RFC 6749 §5.1).
+                let previous_scope = session.claims.get("scope").and_then(|s| s.as_str());
+                let scope = tokens
+                    .scope
+                    .as_deref()
+                    .or(previous_scope)
+                    .map(str::to_string);
+                session.claims =
+                    super::callback::session_claims(config, &verified.claims, scope.as_deref());
                 if session.id_token.is_some() {
                     session.id_token = Some(raw.to_string());
                 }

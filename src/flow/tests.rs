@@ -16,6 +16,8 @@ use crate::oidc::jwks::Jwks;
 use crate::session::buckets::IndexEntry;
 use crate::session::Session;
 
+mod api;
+
 const NOW: u64 = 1_800_000_000;
 const ISSUER: &str = "https://idp.example";
 
@@ -143,6 +145,14 @@ impl Rp {
                     let value = store.get(key.as_str()).and_then(|v| Session::decode(v));
                     flow.handle_session(&mut ctx, value)
                 }
+                Step::LoadCache { key } => {
+                    let value = store.get(&key).cloned();
+                    flow.handle_cached(&mut ctx, value.as_deref())
+                }
+                Step::StoreCache { key, value, then } => {
+                    store.insert(key, value);
+                    *then
+                }
                 Step::ClaimRefresh {
                     key,
                     until,
@@ -226,6 +236,7 @@ impl Rp {
         let head = RequestHead {
             method: method.to_string(),
             target: target.as_bytes().to_vec(),
+            authority: Some("app.example".to_string()),
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_vec()))
@@ -497,7 +508,8 @@ fn a_full_login_creates_a_session_and_returns_to_the_original_url() {
         &[
             ("cookie", cookie.as_bytes()),
             ("x-auth-request-user", b"mallory"),
-            ("authorization", b"Bearer forged"),
+            // Not Bearer: a bearer token would be judged instead of the session.
+            ("authorization", b"Basic bWFsbG9yeTp4"),
         ],
     );
     let Step::Forward(forward) = step else {

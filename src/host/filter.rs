@@ -55,6 +55,7 @@ impl Filter {
             match name.as_str() {
                 ":method" => head.method = String::from_utf8_lossy(&value).into_owned(),
                 ":path" => head.target = value,
+                ":authority" => head.authority = String::from_utf8(value).ok(),
                 _ if name.starts_with(':') => {}
                 _ => head.headers.push((name, value)),
             }
@@ -94,6 +95,16 @@ impl Filter {
                 Step::LoadSession { key } => {
                     let value = self.shared.store.load(&key);
                     self.with_context(|flow, ctx| flow.handle_session(ctx, value))
+                }
+                Step::LoadCache { key } => {
+                    let (value, _) = store::get(&key);
+                    self.with_context(|flow, ctx| flow.handle_cached(ctx, value.as_deref()))
+                }
+                Step::StoreCache { key, value, then } => {
+                    if let Err(status) = store::set(&key, &value, None) {
+                        log::warn!("cache write failed: {status:?}");
+                    }
+                    *then
                 }
                 Step::RecordOnce {
                     key,

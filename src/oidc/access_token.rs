@@ -34,6 +34,8 @@ pub enum AccessTokenError {
     Expired,
     /// `nbf` (or `iat`) lies in the future.
     NotYetValid,
+    /// Introspection says the token is not active (revoked, expired or unknown).
+    Inactive,
 }
 
 impl std::fmt::Display for AccessTokenError {
@@ -53,6 +55,7 @@ impl std::fmt::Display for AccessTokenError {
             Self::WrongAudience => f.write_str("access token audience does not include this API"),
             Self::Expired => f.write_str("access token has expired"),
             Self::NotYetValid => f.write_str("access token is not valid yet"),
+            Self::Inactive => f.write_str("access token is not active"),
         }
     }
 }
@@ -135,6 +138,13 @@ pub fn verify_access_token(
         .any(|a| expect.audiences.iter().any(|want| want == a))
     {
         return Err(AccessTokenError::WrongAudience);
+    }
+
+    // An ID token for our own client has our client id as audience, which is
+    // also the default API audience; its nonce gives it away (the filter always
+    // sends one), so it cannot be replayed as an access token.
+    if claims.contains_key("nonce") {
+        return Err(JwtError::WrongType(Some("ID token".to_string())).into());
     }
 
     let sub = string_claim(&claims, "sub")?.map(str::to_owned);
@@ -245,6 +255,14 @@ mod tests {
         assert_eq!(
             check_with(&good_claims(), Some("at+jwt"), &[]).unwrap_err(),
             AccessTokenError::WrongAudience
+        );
+    }
+
+    #[test]
+    fn id_tokens_are_not_access_tokens() {
+        assert_eq!(
+            check_with(&with(json!({"nonce": "n"})), None, &apis()).unwrap_err(),
+            AccessTokenError::Jwt(JwtError::WrongType(Some("ID token".into())))
         );
     }
 

@@ -4,6 +4,7 @@ pub mod access_token;
 mod common;
 pub mod discovery;
 pub mod id_token;
+pub mod introspection;
 pub mod jwks;
 pub mod jwt;
 pub mod logout_token;

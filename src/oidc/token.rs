@@ -54,6 +54,15 @@ pub fn refresh_request(client: &ClientCredentials<'_>, refresh_token: &str) -> F
     )
 }
 
+/// RFC 7662 §2.1: asks the provider whether `token` is active, authenticating
+/// as the filter's own client.
+pub fn introspection_request(client: &ClientCredentials<'_>, token: &str) -> FormPost {
+    form_post(
+        client,
+        &[("token", token), ("token_type_hint", "access_token")],
+    )
+}
+
 fn form_post(client: &ClientCredentials<'_>, params: &[(&str, &str)]) -> FormPost {
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.extend_pairs(params);
