@@ -1,6 +1,9 @@
 //! Sessions: the record kept per logged-in browser, the in-flight login, and
 //! the single-use ledger of completed logins.
 
+pub mod chunks;
+pub mod cookie_codec;
+pub mod deny_list;
 pub mod login;
 pub mod once;
 
