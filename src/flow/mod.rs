@@ -7,6 +7,7 @@
 //! assumes an answer comes synchronously, so a store that needs a callout fits.
 
 mod callback;
+mod cookie_store;
 mod identity;
 mod login;
 mod logout;
@@ -15,7 +16,7 @@ mod tests;
 
 use rand_core::CryptoRngCore;
 
-use crate::config::Config;
+use crate::config::{Config, SessionStoreKind};
 use crate::crypto::seal::SealingKeys;
 use crate::http::cookies;
 use crate::http::pages::{self, LocalResponse};
@@ -71,6 +72,10 @@ pub enum Step {
     Respond(Respond),
     /// Read the session stored under `key`, then call [`RequestFlow::handle_session`].
     LoadSession { key: String },
+    /// Cookie sessions only: read the deny-list of revoked sessions stored under
+    /// `key` (see [`crate::session::deny_list`]), then call
+    /// [`RequestFlow::handle_deny_list`].
+    LoadDenyList { key: String },
     /// Record a login as used in the single-use ledger (see [`crate::session::once`]),
     /// then call [`RequestFlow::handle_login_recorded`].
     RecordLogin {
@@ -161,6 +166,7 @@ enum Expect {
     Request,
     Session(RequestHead),
     LogoutSession(RequestHead),
+    DenyList(Box<cookie_store::Pending>),
     LoginRecorded(callback::Callback),
     TokenResponse(callback::Callback),
     Jwks(callback::Callback, TokenResponse),
@@ -171,6 +177,9 @@ enum Expect {
 #[derive(Debug, Default)]
 pub struct RequestFlow {
     expect: Expect,
+    /// Cookie store: the session cookie names the request came with, to
+    /// overwrite or expire when the request finishes.
+    cookie_names: Vec<String>,
 }
 
 impl RequestFlow {
@@ -184,10 +193,24 @@ impl RequestFlow {
         request: RequestHead,
     ) -> Step {
         let (path, _) = paths::split_path_query(&request.target);
+        let cookie_store = ctx.config.session.store == SessionStoreKind::Cookie;
+        if cookie_store {
+            self.cookie_names = cookie_store::present_names(ctx.config, &request);
+        }
         if path == ctx.config.callback_path.as_bytes() {
-            return self.finish_or(callback::handle_callback(ctx, &request));
+            let next = callback::handle_callback(ctx, &request);
+            return self.finish_or(ctx, next);
         }
         let is_logout = ctx.config.logout_path.as_deref().map(str::as_bytes) == Some(path);
+        if cookie_store {
+            return match cookie_store::open_request(ctx, request, is_logout) {
+                cookie_store::Loaded::Done(step) => self.finish(ctx, step),
+                cookie_store::Loaded::CheckDenyList(pending, step) => {
+                    self.expect = Expect::DenyList(pending);
+                    step
+                }
+            };
+        }
         match session_id(ctx.config, &request) {
             Some(id) => {
                 let key = id.store_key();
@@ -198,8 +221,14 @@ impl RequestFlow {
                 };
                 Step::LoadSession { key }
             }
-            None if is_logout => self.finish(logout::logged_out(ctx, &request, None, None)),
-            None => self.finish(login::start_login(ctx, &request)),
+            None if is_logout => {
+                let step = logout::logged_out(ctx, &request, None, None);
+                self.finish(ctx, step)
+            }
+            None => {
+                let step = login::start_login(ctx, &request);
+                self.finish(ctx, step)
+            }
         }
     }
 
@@ -218,13 +247,28 @@ impl RequestFlow {
                     }
                     _ => login::start_login(ctx, &request),
                 };
-                self.finish(step)
+                self.finish(ctx, step)
             }
             Expect::LogoutSession(request) => {
                 let key = session_id(ctx.config, &request).map(|id| id.store_key());
-                self.finish(logout::logged_out(ctx, &request, session, key))
+                let step = logout::logged_out(ctx, &request, session, key);
+                self.finish(ctx, step)
             }
-            other => self.unexpected(other, "a session"),
+            other => self.unexpected(ctx, other, "a session"),
+        }
+    }
+
+    pub fn handle_deny_list<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        stored: Option<&[u8]>,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::DenyList(pending) => {
+                let step = cookie_store::with_deny_list(ctx, *pending, stored);
+                self.finish(ctx, step)
+            }
+            other => self.unexpected(ctx, other, "the deny-list"),
         }
     }
 
@@ -235,9 +279,10 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::LoginRecorded(cb) => {
-                self.finish_or(callback::exchange_code(ctx, cb, first_use))
+                let next = callback::exchange_code(ctx, cb, first_use);
+                self.finish_or(ctx, next)
             }
-            other => self.unexpected(other, "the single-use ledger"),
+            other => self.unexpected(ctx, other, "the single-use ledger"),
         }
     }
 
@@ -248,9 +293,10 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::TokenResponse(cb) => {
-                self.finish_or(callback::handle_token_response(ctx, cb, outcome))
+                let next = callback::handle_token_response(ctx, cb, outcome);
+                self.finish_or(ctx, next)
             }
-            other => self.unexpected(other, "a callout response"),
+            other => self.unexpected(ctx, other, "a callout response"),
         }
     }
 
@@ -258,21 +304,28 @@ impl RequestFlow {
     pub fn handle_jwks_refreshed<R: CryptoRngCore>(&mut self, ctx: &mut Context<'_, R>) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::Jwks(cb, tokens) => {
-                self.finish_or(callback::finish_login(ctx, cb, tokens, false))
+                let next = callback::finish_login(ctx, cb, tokens, false);
+                self.finish_or(ctx, next)
             }
-            other => self.unexpected(other, "refetched keys"),
+            other => self.unexpected(ctx, other, "refetched keys"),
         }
     }
 
-    fn finish(&mut self, step: Step) -> Step {
+    /// Every request ends here, so this is the one place where the cookie
+    /// store turns the flow's store writes into cookies.
+    fn finish<R: CryptoRngCore>(&mut self, ctx: &mut Context<'_, R>, step: Step) -> Step {
         self.expect = Expect::Finished;
-        step
+        if ctx.config.session.store == SessionStoreKind::Cookie {
+            cookie_store::writes_to_cookies(ctx, &self.cookie_names, step)
+        } else {
+            step
+        }
     }
 
     /// Handlers that wait for something return the state to wait in.
-    fn finish_or(&mut self, next: Next) -> Step {
+    fn finish_or<R: CryptoRngCore>(&mut self, ctx: &mut Context<'_, R>, next: Next) -> Step {
         match next {
-            Next::Done(step) => self.finish(step),
+            Next::Done(step) => self.finish(ctx, step),
             Next::Wait(expect, step) => {
                 self.expect = *expect;
                 step
@@ -280,17 +333,23 @@ impl RequestFlow {
         }
     }
 
-    fn unexpected(&mut self, state: Expect, event: &str) -> Step {
+    fn unexpected<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        state: Expect,
+        event: &str,
+    ) -> Step {
         // A host bug, not bad input: answer rather than let the request hang.
         log::error!("flow received {event} while in state {}", state.name());
-        self.finish(Step::Respond(Respond {
+        let step = Step::Respond(Respond {
             response: pages::error_page(
                 500,
                 "Internal error",
                 "The login filter lost track of this request. Please try again.",
             ),
             writes: Vec::new(),
-        }))
+        });
+        self.finish(ctx, step)
     }
 }
 
@@ -300,6 +359,7 @@ impl Expect {
             Expect::Request => "Request",
             Expect::Session(_) => "Session",
             Expect::LogoutSession(_) => "LogoutSession",
+            Expect::DenyList(_) => "DenyList",
             Expect::LoginRecorded(_) => "LoginRecorded",
             Expect::TokenResponse(_) => "TokenResponse",
             Expect::Jwks(..) => "Jwks",

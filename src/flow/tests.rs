@@ -139,6 +139,10 @@ impl Rp {
                     let value = store.get(&key).cloned();
                     flow.handle_session(&mut ctx, value.as_deref())
                 }
+                Step::LoadDenyList { key } => {
+                    let value = store.get(&key).cloned();
+                    flow.handle_deny_list(&mut ctx, value.as_deref())
+                }
                 Step::RecordLogin {
                     key,
                     issued_at,
@@ -797,3 +801,6 @@ fn parallel_logins_each_complete() {
         assert_eq!(header(&done, "location"), Some(target));
     }
 }
+
+/// The same flow with `session.store: cookie`.
+mod cookie_sessions;

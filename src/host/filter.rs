@@ -86,6 +86,10 @@ impl Filter {
                     let (value, _) = store::get(&key);
                     self.with_context(|flow, ctx| flow.handle_session(ctx, value.as_deref()))
                 }
+                Step::LoadDenyList { key } => {
+                    let (value, _) = store::get(&key);
+                    self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
+                }
                 Step::RecordLogin {
                     key,
                     issued_at,
