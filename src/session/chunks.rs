@@ -14,8 +14,10 @@ pub const MAX_CHUNK_VALUE: usize = 3800;
 /// Beyond this a session is refused: browsers and Envoy (60 KiB of request
 /// headers by default) would start dropping cookies.
 pub const MAX_CHUNKS: usize = 10;
-/// More chunks than this deserves a warning in the log.
-pub const WARN_CHUNKS: usize = 3;
+/// More chunks than this deserves a warning in the log: beyond two, the Cookie
+/// header passes 8 KB, where curl stops sending cookies and many proxies
+/// (nginx's default header buffers, for one) refuse the request.
+pub const WARN_CHUNKS: usize = 2;
 /// At most this many of our cookie names are expired in one response.
 const MAX_EXPIRED: usize = 2 * MAX_CHUNKS;
 /// Room for the `<count>.` prefix of the first chunk.
