@@ -97,8 +97,8 @@ pub(super) fn with_deny_list<R: CryptoRngCore>(
 fn denied(stored: Option<&[u8]>, session: &Session, now: u64) -> bool {
     match stored {
         None | Some([]) => false,
-        Some(bytes) => match DenyList::decode(bytes) {
-            Some(list) => list.is_denied(session, now),
+        Some(bytes) => match DenyList::check_encoded(bytes, session, now) {
+            Some(denied) => denied,
             None => {
                 // Refusing every session here would log out everyone on this replica.
                 log::error!("the cookie-session deny-list in shared data is unreadable; ignored");
