@@ -10,11 +10,13 @@ use std::time::Instant;
 
 use oidc_filter::crypto::seal::SealingKeys;
 use oidc_filter::http::cookies;
+use oidc_filter::session::buckets::IndexEntry;
 use oidc_filter::session::cookie_codec;
 use oidc_filter::session::deny_list::DenyList;
 use oidc_filter::session::Session;
 
 const BASE: &str = "__Host-oidc-session";
+const ISSUER: &str = "http://127.0.0.1:9601";
 
 fn session(id_token_len: usize) -> Session {
     Session {
@@ -31,6 +33,7 @@ fn session(id_token_len: usize) -> Session {
             .as_object()
             .cloned()
             .unwrap_or_default(),
+        refreshing_until: None,
     }
 }
 
@@ -85,23 +88,19 @@ fn main() {
     for entries in [0usize, 16, 256] {
         let mut list = DenyList::default();
         for i in 0..entries {
-            list.insert(
-                Some(&format!("sid-{i:020}")),
-                Some("someone"),
-                2_000_000_000,
-                1_800_000_000,
-            );
+            let entry = IndexEntry::sid(ISSUER, &format!("sid-{i:020}"));
+            list.insert(&entry, 2_000_000_000, 1_800_000_000);
         }
         let encoded = list.encode();
         let check = time_per_op(20_000, || {
-            black_box(DenyList::check_encoded(&encoded, &s, 1_800_000_001));
+            black_box(DenyList::check_encoded(&encoded, ISSUER, &s, 1_800_000_001));
         });
         println!(
             "deny-list check, {entries:>3} entries ({:>5} bytes)             {check:>10.0}",
             encoded.len()
         );
         let decode = time_per_op(2_000, || {
-            black_box(DenyList::decode(&encoded).map(|l| l.is_denied(&s, 1_800_000_001)));
+            black_box(DenyList::decode(&encoded).map(|l| l.is_denied(ISSUER, &s, 1_800_000_001)));
         });
         println!("  (full decode when the session is mentioned)                 {decode:>10.0}");
     }

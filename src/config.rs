@@ -93,6 +93,18 @@ pub struct SessionConfig {
     pub store: SessionStoreKind,
     pub absolute_timeout: u64,
     pub idle_timeout: u64,
+    /// Tokens are refreshed when the access token has less than this left.
+    pub refresh_margin: u64,
+    /// Ceiling on live sessions in shared data; past it the oldest are evicted.
+    pub max_sessions: u32,
+    /// How often expired sessions are swept from shared data.
+    pub sweep_interval: u64,
+}
+
+impl SessionConfig {
+    pub fn layout(&self) -> crate::session::buckets::Layout {
+        crate::session::buckets::Layout::new(self.max_sessions)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +176,8 @@ pub struct Config {
     pub callback_path: String,
     pub logout_path: Option<String>,
     pub post_logout_redirect_uri: String,
+    /// Where the provider POSTs back-channel logout tokens.
+    pub backchannel_logout_path: Option<String>,
     /// Space-separated, `openid` first.
     pub scope: String,
     pub clusters: ProviderClusters,
@@ -192,6 +206,7 @@ struct RawConfig {
     redirect_uri: Option<String>,
     logout_path: Option<String>,
     post_logout_redirect_uri: Option<String>,
+    backchannel_logout_path: Option<String>,
     #[serde(default)]
     scopes: Vec<String>,
     provider_cluster: Option<String>,
@@ -228,6 +243,9 @@ struct RawSession {
     store: Option<SessionStoreKind>,
     absolute_timeout_seconds: Option<u64>,
     idle_timeout_seconds: Option<u64>,
+    refresh_margin_seconds: Option<u64>,
+    max_sessions: Option<u32>,
+    sweep_interval_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -316,6 +334,19 @@ impl Config {
             return Err(ConfigError::new(
                 "logout_path",
                 "must differ from the redirect_uri path",
+            ));
+        }
+        let backchannel_logout_path = match raw.backchannel_logout_path {
+            Some(path) => Some(local_path("backchannel_logout_path", &path)?),
+            None => None,
+        };
+        if backchannel_logout_path.is_some()
+            && (backchannel_logout_path.as_deref() == Some(callback_path.as_str())
+                || backchannel_logout_path == logout_path)
+        {
+            return Err(ConfigError::new(
+                "backchannel_logout_path",
+                "must differ from the redirect_uri path and logout_path",
             ));
         }
         let post_logout_redirect_uri = match raw.post_logout_redirect_uri {
@@ -413,14 +444,14 @@ impl Config {
             "session.absolute_timeout_seconds",
             raw.session.absolute_timeout_seconds,
             8 * 3600,
-            60,
+            10,
             400 * 86400,
         )?;
         let idle_timeout = bounded(
             "session.idle_timeout_seconds",
             raw.session.idle_timeout_seconds,
             absolute_timeout.min(3600),
-            60,
+            10,
             absolute_timeout,
         )?;
         let store = raw.session.store.unwrap_or(SessionStoreKind::SharedData);
@@ -431,10 +462,34 @@ impl Config {
                 "cookie needs cookie.keys or cookie.keys_env (the same keys on every replica)",
             ));
         }
+        let refresh_margin = bounded(
+            "session.refresh_margin_seconds",
+            raw.session.refresh_margin_seconds,
+            60,
+            0,
+            3600,
+        )?;
+        let max_sessions = raw.session.max_sessions.unwrap_or(50_000);
+        if !(1..=10_000_000).contains(&max_sessions) {
+            return Err(ConfigError::new(
+                "session.max_sessions",
+                "must be between 1 and 10000000",
+            ));
+        }
+        let sweep_interval = bounded(
+            "session.sweep_interval_seconds",
+            raw.session.sweep_interval_seconds,
+            300,
+            1,
+            3600,
+        )?;
         let session = SessionConfig {
             store,
             absolute_timeout,
             idle_timeout,
+            refresh_margin,
+            max_sessions,
+            sweep_interval,
         };
 
         let upstream = upstream_config(raw.upstream)?;
@@ -452,6 +507,7 @@ impl Config {
             callback_path,
             logout_path,
             post_logout_redirect_uri,
+            backchannel_logout_path,
             scope: scopes.join(" "),
             clusters: ProviderClusters {
                 default: default_cluster,
@@ -817,7 +873,7 @@ mod tests {
                 "cookie.keys",
             ),
             (
-                with("session", serde_json::json!({"idle_timeout_seconds": 10})),
+                with("session", serde_json::json!({"idle_timeout_seconds": 5})),
                 "session.idle_timeout_seconds",
             ),
             (

@@ -15,7 +15,7 @@ use crate::oidc::id_token::{verify_id_token, IdTokenError, IdTokenExpectations, 
 use crate::oidc::jwt::JwtError;
 use crate::oidc::token::{self, ClientCredentials, TokenResponse};
 use crate::session::login::LoginState;
-use crate::session::{once, Session, SessionId};
+use crate::session::{once, Session, SessionId, SessionKey};
 
 /// A callback whose login cookie checked out, on its way to a session.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ pub(super) struct Callback {
     cookie_name: String,
     code: String,
     /// The session this browser had before, replaced by the new one.
-    previous_session_key: Option<String>,
+    previous_session_key: Option<SessionKey>,
 }
 
 pub(super) fn handle_callback<R: CryptoRngCore>(
@@ -114,10 +114,10 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
         return refuse_and_expire("The login response has no authorization code.", expire);
     };
 
-    let step = Step::RecordLogin {
-        key: once::ledger_key(login.issued_at, config.login_timeout),
+    let step = Step::RecordOnce {
+        key: once::ledger_key("login", login.issued_at, config.login_timeout),
         issued_at: login.issued_at,
-        state: login.state.clone(),
+        value: login.state.clone(),
     };
     let callback = Callback {
         login,
@@ -253,6 +253,7 @@ pub(super) fn finish_login<R: CryptoRngCore>(
         refresh_token: tokens.refresh_token,
         id_token: tokens.id_token.filter(|_| keep_id_token),
         claims,
+        refreshing_until: None,
     };
     let id = SessionId::generate(ctx.rng);
     let mut writes = Vec::new();

@@ -7,15 +7,49 @@
 
 use rand_core::CryptoRngCore;
 
-use super::{identity, login, logout, Context, RequestHead, Respond, Step, StoreWrite};
+use super::{identity, login, logout, Context, Next, RequestHead, Respond, Step, StoreWrite};
+use crate::crypto;
 use crate::http::cookies;
 use crate::http::pages;
 use crate::session::cookie_codec::{self, Opened};
 use crate::session::deny_list::{DenyList, DENY_LIST_KEY};
-use crate::session::{chunks, Session};
+use crate::session::{chunks, Session, SessionKey};
 
-/// Stands in for the shared-data key in the flow's writes: a browser holds one session.
-pub(super) const COOKIE_KEY: &str = "cookie-session";
+/// What the request brought, for writing the cookies when it finishes.
+#[derive(Debug, Default)]
+pub(super) struct Jar {
+    /// The session cookie names sent: to overwrite or expire.
+    names: Vec<String>,
+    /// The session they opened to: a touch re-seals it with a new `last_seen`.
+    session: Option<Box<Session>>,
+}
+
+impl Jar {
+    pub(super) fn from_request(config: &crate::config::Config, request: &RequestHead) -> Jar {
+        let parsed = cookies::parse_cookies(request.cookie_headers());
+        Jar {
+            names: chunks::present_names(&parsed, &config.cookies.session_name),
+            session: None,
+        }
+    }
+}
+
+/// Stands in for the shared-data key in the flow's writes (a browser holds one
+/// session), and names the session's refresh claim.
+pub(super) fn session_key(session: &Session) -> SessionKey {
+    let identity = format!(
+        "cookie|{}|{}|{}",
+        session.created_at,
+        session.sub,
+        session.sid.as_deref().unwrap_or_default()
+    );
+    SessionKey::from_hash(crypto::sha256_b64url(identity.as_bytes()))
+}
+
+/// For writes when no session opened.
+fn no_session_key() -> SessionKey {
+    SessionKey::from_hash("cookie-session".to_string())
+}
 
 /// A session cookie that opened, waiting for the deny-list.
 #[derive(Debug)]
@@ -31,30 +65,27 @@ pub(super) enum Loaded {
     CheckDenyList(Box<Pending>, Step),
 }
 
-/// The session cookie names the request carries: what a new session must
-/// overwrite or expire.
-pub(super) fn present_names(config: &crate::config::Config, request: &RequestHead) -> Vec<String> {
-    let parsed = cookies::parse_cookies(request.cookie_headers());
-    chunks::present_names(&parsed, &config.cookies.session_name)
-}
-
 pub(super) fn open_request<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
     request: RequestHead,
     is_logout: bool,
+    jar: &mut Jar,
 ) -> Loaded {
     let parsed = cookies::parse_cookies(request.cookie_headers());
     match cookie_codec::read(&parsed, ctx.keys, &ctx.config.cookies.session_name) {
-        Ok(Some(opened)) => Loaded::CheckDenyList(
-            Box::new(Pending {
-                request,
-                opened,
-                logout: is_logout,
-            }),
-            Step::LoadDenyList {
-                key: DENY_LIST_KEY.to_string(),
-            },
-        ),
+        Ok(Some(opened)) => {
+            jar.session = Some(Box::new(opened.session.clone()));
+            Loaded::CheckDenyList(
+                Box::new(Pending {
+                    request,
+                    opened,
+                    logout: is_logout,
+                }),
+                Step::LoadDenyList {
+                    key: DENY_LIST_KEY.to_string(),
+                },
+            )
+        }
         Ok(None) if is_logout => Loaded::Done(logout::logged_out(ctx, &request, None, None)),
         Ok(None) => Loaded::Done(login::start_login(ctx, &request)),
         Err(reason) => {
@@ -68,36 +99,46 @@ pub(super) fn with_deny_list<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
     pending: Pending,
     stored: Option<&[u8]>,
-) -> Step {
+) -> Next {
     let Pending {
         request,
         opened,
         logout,
     } = pending;
-    if denied(stored, &opened.session, ctx.now) {
+    if denied(stored, &ctx.config.issuer, &opened.session, ctx.now) {
         log::info!("session revoked by a back-channel logout: logging in again");
-        return forget(ctx, &request, logout);
+        return Next::Done(forget(ctx, &request, logout));
     }
-    let key = COOKIE_KEY.to_string();
+    let key = session_key(&opened.session);
     if logout {
-        return logout::logged_out(ctx, &request, Some(opened.session), Some(key));
+        return Next::Done(logout::logged_out(
+            ctx,
+            &request,
+            Some(opened.session),
+            Some(key),
+        ));
     }
     let reseal = opened
         .sealed_with_retired_key
         .then(|| Box::new(opened.session.clone()));
-    let mut step = identity::continue_session(ctx, &request, opened.session, key.clone());
-    if let (Some(session), Step::Forward(forward)) = (reseal, &mut step) {
-        if forward.writes.is_empty() {
+    let mut next = identity::continue_session(ctx, request, opened.session, key.clone());
+    // A refresh or a touch writes the cookie anyway, with the first key.
+    if let (Some(session), Next::Done(Step::Forward(forward))) = (reseal, &mut next) {
+        if !forward
+            .writes
+            .iter()
+            .any(|w| matches!(w, StoreWrite::Put { .. }))
+        {
             forward.writes.push(StoreWrite::Put { key, session });
         }
     }
-    step
+    next
 }
 
-fn denied(stored: Option<&[u8]>, session: &Session, now: u64) -> bool {
+fn denied(stored: Option<&[u8]>, issuer: &str, session: &Session, now: u64) -> bool {
     match stored {
         None | Some([]) => false,
-        Some(bytes) => match DenyList::check_encoded(bytes, session, now) {
+        Some(bytes) => match DenyList::check_encoded(bytes, issuer, session, now) {
             Some(denied) => denied,
             None => {
                 // Refusing every session here would log out everyone on this replica.
@@ -114,7 +155,7 @@ fn forget<R: CryptoRngCore>(
     request: &RequestHead,
     is_logout: bool,
 ) -> Step {
-    let key = COOKIE_KEY.to_string();
+    let key = no_session_key();
     if is_logout {
         return logout::logged_out(ctx, request, None, Some(key));
     }
@@ -129,14 +170,14 @@ fn forget<R: CryptoRngCore>(
 /// carries them, or the upstream's response for a forwarded request.
 pub(super) fn writes_to_cookies<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
-    present: &[String],
+    jar: &Jar,
     step: Step,
 ) -> Step {
     match step {
         Step::Forward(mut forward) => {
             let writes = std::mem::take(&mut forward.writes);
             // Too large: the browser keeps the cookie it has, which still works.
-            if let Some(headers) = cookie_headers(ctx, present, writes) {
+            if let Some(headers) = cookie_headers(ctx, jar, writes) {
                 forward.response_headers.extend(headers);
             }
             Step::Forward(forward)
@@ -146,7 +187,7 @@ pub(super) fn writes_to_cookies<R: CryptoRngCore>(
             if writes.is_empty() {
                 return Step::Respond(respond);
             }
-            let Some(headers) = cookie_headers(ctx, present, writes) else {
+            let Some(headers) = cookie_headers(ctx, jar, writes) else {
                 return Step::Respond(Respond {
                     response: pages::error_page(
                         500,
@@ -172,22 +213,29 @@ pub(super) fn writes_to_cookies<R: CryptoRngCore>(
 /// `None` when the session does not fit in cookies.
 fn cookie_headers<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
-    present: &[String],
+    jar: &Jar,
     writes: Vec<StoreWrite>,
 ) -> Option<Vec<(String, String)>> {
     let attrs = &ctx.config.cookies.attributes;
     // A browser holds one session: the last write is what it must end up with.
-    match writes.into_iter().last() {
-        None => Some(Vec::new()),
-        Some(StoreWrite::Delete { .. }) => Some(chunks::expire_headers(present, attrs)),
-        Some(StoreWrite::Put { session, .. }) => {
-            let base = &ctx.config.cookies.session_name;
-            let written = cookie_codec::write(&session, ctx.keys, base, ctx.rng)?;
-            // The cookie goes when the session ends, not a full timeout after a touch.
-            let max_age = session.expires_at.saturating_sub(ctx.now).max(1);
-            Some(chunks::write_headers(&written, present, max_age, attrs))
-        }
-    }
+    let session = match writes.into_iter().last() {
+        None => return Some(Vec::new()),
+        Some(StoreWrite::Delete { .. }) => return Some(chunks::expire_headers(&jar.names, attrs)),
+        Some(StoreWrite::Put { session, .. }) => session,
+        Some(StoreWrite::Touch { at, .. }) => match &jar.session {
+            Some(opened) => {
+                let mut touched = opened.clone();
+                touched.last_seen = at;
+                touched
+            }
+            None => return Some(Vec::new()),
+        },
+    };
+    let base = &ctx.config.cookies.session_name;
+    let written = cookie_codec::write(&session, ctx.keys, base, ctx.rng)?;
+    // The cookie goes when the session ends, not a full timeout after a touch.
+    let max_age = session.expires_at.saturating_sub(ctx.now).max(1);
+    Some(chunks::write_headers(&written, &jar.names, max_age, attrs))
 }
 
 fn sets_session_cookie(set_cookie: &str, base: &str) -> bool {

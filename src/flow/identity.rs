@@ -3,27 +3,49 @@
 
 use rand_core::CryptoRngCore;
 
-use super::{login, Context, Forward, RequestHead, Step, StoreWrite};
+use super::{login, refresh, Context, Forward, Next, RequestHead, Step, StoreWrite};
 use crate::config::{Config, UpstreamAuthorization};
 use crate::http::cookies;
-use crate::session::Session;
+use crate::session::{Session, SessionKey};
 
 pub(super) fn continue_session<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
-    request: &RequestHead,
-    mut session: Session,
-    key: String,
-) -> Step {
+    request: RequestHead,
+    session: Session,
+    key: SessionKey,
+) -> Next {
     let config = ctx.config;
     if let Some(expiry) = session.expiry(ctx.now, config.session.idle_timeout) {
         log::info!("session ended ({expiry:?} timeout): logging in again");
-        let mut step = login::start_login(ctx, request);
-        if let Step::Respond(respond) = &mut step {
-            respond.writes.push(StoreWrite::Delete { key });
-        }
-        return step;
+        return Next::Done(end_session(ctx, &request, key));
     }
+    if session.refresh_due(ctx.now, config.session.refresh_margin) {
+        return refresh::start(ctx, request, session, key);
+    }
+    Next::Done(forward_with_session(ctx, &request, &session, &key))
+}
 
+/// The session is gone (ended, revoked): delete it and start a new login.
+pub(super) fn end_session<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    request: &RequestHead,
+    key: SessionKey,
+) -> Step {
+    let mut step = login::start_login(ctx, request);
+    if let Step::Respond(respond) = &mut step {
+        respond.writes.push(StoreWrite::Delete { key });
+    }
+    step
+}
+
+/// Forwards upstream with the session's identity.
+pub(super) fn forward_with_session<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    request: &RequestHead,
+    session: &Session,
+    key: &SessionKey,
+) -> Step {
+    let config = ctx.config;
     let mut forward = strip_request(config, request);
     match config.upstream.authorization {
         UpstreamAuthorization::AccessToken => forward.set_headers.push((
@@ -50,10 +72,9 @@ pub(super) fn continue_session<R: CryptoRngCore>(
         }
     }
     if session.needs_touch(ctx.now, config.session.idle_timeout) {
-        session.last_seen = ctx.now;
-        forward.writes.push(StoreWrite::Put {
-            key,
-            session: Box::new(session),
+        forward.writes.push(StoreWrite::Touch {
+            key: key.clone(),
+            at: ctx.now,
         });
     }
     Step::Forward(forward)

@@ -9,13 +9,13 @@ use rand_core::CryptoRngCore;
 use super::{expire_cookie, respond, Context, RequestHead, Respond, Step, StoreWrite};
 use crate::crypto;
 use crate::http::pages;
-use crate::session::Session;
+use crate::session::{Session, SessionKey};
 
 pub(super) fn logged_out<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
     request: &RequestHead,
     session: Option<Session>,
-    key: Option<String>,
+    key: Option<SessionKey>,
 ) -> Step {
     let config = ctx.config;
     if !same_site_request(request) {

@@ -6,11 +6,13 @@
 //! answered by the matching `handle_*` call. The flow never blocks and never
 //! assumes an answer comes synchronously, so a store that needs a callout fits.
 
+mod backchannel;
 mod callback;
 mod cookie_store;
 mod identity;
 mod login;
 mod logout;
+mod refresh;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +25,8 @@ use crate::http::pages::{self, LocalResponse};
 use crate::http::paths;
 use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
-use crate::session::{Session, SessionId};
+use crate::session::buckets::IndexEntry;
+use crate::session::{Session, SessionId, SessionKey};
 
 /// Everything a handler may consult besides the event itself.
 pub struct Context<'a, R: CryptoRngCore> {
@@ -71,18 +74,26 @@ pub enum Step {
     /// Answer locally.
     Respond(Respond),
     /// Read the session stored under `key`, then call [`RequestFlow::handle_session`].
-    LoadSession { key: String },
+    LoadSession { key: SessionKey },
     /// Cookie sessions only: read the deny-list of revoked sessions stored under
     /// `key` (see [`crate::session::deny_list`]), then call
     /// [`RequestFlow::handle_deny_list`].
     LoadDenyList { key: String },
-    /// Record a login as used in the single-use ledger (see [`crate::session::once`]),
-    /// then call [`RequestFlow::handle_login_recorded`].
-    RecordLogin {
+    /// Record `value` as used in the single-use ledger under `key` (see
+    /// [`crate::session::once`]), then call [`RequestFlow::handle_once_recorded`].
+    RecordOnce {
         key: String,
         issued_at: u64,
-        state: String,
+        value: String,
     },
+    /// Mark the session as being refreshed until `until`, unless another worker
+    /// already is, then call [`RequestFlow::handle_refresh_claimed`].
+    ClaimRefresh { key: SessionKey, until: u64 },
+    /// Read the request body (at most `max_bytes`), then call [`RequestFlow::handle_body`].
+    ReadBody { max_bytes: usize },
+    /// Delete every session filed under these index entries, then call
+    /// [`RequestFlow::handle_sessions_ended`].
+    EndSessions { entries: Vec<IndexEntry> },
     /// Send this request, then call [`RequestFlow::handle_callout_response`].
     Callout(Callout),
     /// Fetch the provider's JWKS again, share it, then call
@@ -110,8 +121,20 @@ pub struct Respond {
 
 #[derive(Debug)]
 pub enum StoreWrite {
-    Put { key: String, session: Box<Session> },
-    Delete { key: String },
+    /// Create or replace a session (a new login, refreshed tokens).
+    Put {
+        key: SessionKey,
+        session: Box<Session>,
+    },
+    /// Record activity for the idle timeout without rewriting the tokens, so a
+    /// touch can never undo another worker's refresh.
+    Touch {
+        key: SessionKey,
+        at: u64,
+    },
+    Delete {
+        key: SessionKey,
+    },
 }
 
 /// An HTTP request to the provider, routed through an Envoy cluster.
@@ -167,6 +190,12 @@ enum Expect {
     Session(RequestHead),
     LogoutSession(RequestHead),
     DenyList(Box<cookie_store::Pending>),
+    RefreshClaim(refresh::Refresh),
+    RefreshResponse(refresh::Refresh),
+    LogoutTokenBody,
+    LogoutTokenJwks(String),
+    LogoutTokenRecorded(backchannel::LogoutTarget),
+    SessionsEnded,
     LoginRecorded(callback::Callback),
     TokenResponse(callback::Callback),
     Jwks(callback::Callback, TokenResponse),
@@ -177,9 +206,8 @@ enum Expect {
 #[derive(Debug, Default)]
 pub struct RequestFlow {
     expect: Expect,
-    /// Cookie store: the session cookie names the request came with, to
-    /// overwrite or expire when the request finishes.
-    cookie_names: Vec<String>,
+    /// Cookie store: what the request brought, for the cookies it leaves with.
+    cookie_jar: cookie_store::Jar,
 }
 
 impl RequestFlow {
@@ -195,15 +223,25 @@ impl RequestFlow {
         let (path, _) = paths::split_path_query(&request.target);
         let cookie_store = ctx.config.session.store == SessionStoreKind::Cookie;
         if cookie_store {
-            self.cookie_names = cookie_store::present_names(ctx.config, &request);
+            self.cookie_jar = cookie_store::Jar::from_request(ctx.config, &request);
         }
         if path == ctx.config.callback_path.as_bytes() {
             let next = callback::handle_callback(ctx, &request);
             return self.finish_or(ctx, next);
         }
+        if ctx
+            .config
+            .backchannel_logout_path
+            .as_deref()
+            .map(str::as_bytes)
+            == Some(path)
+        {
+            let next = backchannel::handle_request(&request);
+            return self.finish_or(ctx, next);
+        }
         let is_logout = ctx.config.logout_path.as_deref().map(str::as_bytes) == Some(path);
         if cookie_store {
-            return match cookie_store::open_request(ctx, request, is_logout) {
+            return match cookie_store::open_request(ctx, request, is_logout, &mut self.cookie_jar) {
                 cookie_store::Loaded::Done(step) => self.finish(ctx, step),
                 cookie_store::Loaded::CheckDenyList(pending, step) => {
                     self.expect = Expect::DenyList(pending);
@@ -241,13 +279,16 @@ impl RequestFlow {
         match std::mem::take(&mut self.expect) {
             Expect::Session(request) => {
                 let key = session_id(ctx.config, &request).map(|id| id.store_key());
-                let step = match (session, key) {
+                match (session, key) {
                     (Some(session), Some(key)) => {
-                        identity::continue_session(ctx, &request, session, key)
+                        let next = identity::continue_session(ctx, request, session, key);
+                        self.finish_or(ctx, next)
                     }
-                    _ => login::start_login(ctx, &request),
-                };
-                self.finish(ctx, step)
+                    _ => {
+                        let step = login::start_login(ctx, &request);
+                        self.finish(ctx, step)
+                    }
+                }
             }
             Expect::LogoutSession(request) => {
                 let key = session_id(ctx.config, &request).map(|id| id.store_key());
@@ -265,14 +306,14 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::DenyList(pending) => {
-                let step = cookie_store::with_deny_list(ctx, *pending, stored);
-                self.finish(ctx, step)
+                let next = cookie_store::with_deny_list(ctx, *pending, stored);
+                self.finish_or(ctx, next)
             }
             other => self.unexpected(ctx, other, "the deny-list"),
         }
     }
 
-    pub fn handle_login_recorded<R: CryptoRngCore>(
+    pub fn handle_once_recorded<R: CryptoRngCore>(
         &mut self,
         ctx: &mut Context<'_, R>,
         first_use: bool,
@@ -282,7 +323,51 @@ impl RequestFlow {
                 let next = callback::exchange_code(ctx, cb, first_use);
                 self.finish_or(ctx, next)
             }
+            Expect::LogoutTokenRecorded(target) => {
+                let next = backchannel::end_sessions(target, first_use);
+                self.finish_or(ctx, next)
+            }
             other => self.unexpected(ctx, other, "the single-use ledger"),
+        }
+    }
+
+    pub fn handle_refresh_claimed<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        claimed: bool,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::RefreshClaim(refresh) => {
+                let next = refresh::claimed(ctx, refresh, claimed);
+                self.finish_or(ctx, next)
+            }
+            other => self.unexpected(ctx, other, "a refresh claim"),
+        }
+    }
+
+    /// `body` is `None` when it was larger than asked for.
+    pub fn handle_body<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        body: Option<&[u8]>,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::LogoutTokenBody => {
+                let next = backchannel::handle_body(ctx, body, true);
+                self.finish_or(ctx, next)
+            }
+            other => self.unexpected(ctx, other, "a request body"),
+        }
+    }
+
+    pub fn handle_sessions_ended<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        count: usize,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::SessionsEnded => self.finish(ctx, backchannel::done(count)),
+            other => self.unexpected(ctx, other, "ended sessions"),
         }
     }
 
@@ -296,6 +381,10 @@ impl RequestFlow {
                 let next = callback::handle_token_response(ctx, cb, outcome);
                 self.finish_or(ctx, next)
             }
+            Expect::RefreshResponse(refresh) => {
+                let next = refresh::handle_response(ctx, refresh, outcome);
+                self.finish_or(ctx, next)
+            }
             other => self.unexpected(ctx, other, "a callout response"),
         }
     }
@@ -307,6 +396,10 @@ impl RequestFlow {
                 let next = callback::finish_login(ctx, cb, tokens, false);
                 self.finish_or(ctx, next)
             }
+            Expect::LogoutTokenJwks(token) => {
+                let next = backchannel::verify(ctx, &token, false);
+                self.finish_or(ctx, next)
+            }
             other => self.unexpected(ctx, other, "refetched keys"),
         }
     }
@@ -316,7 +409,7 @@ impl RequestFlow {
     fn finish<R: CryptoRngCore>(&mut self, ctx: &mut Context<'_, R>, step: Step) -> Step {
         self.expect = Expect::Finished;
         if ctx.config.session.store == SessionStoreKind::Cookie {
-            cookie_store::writes_to_cookies(ctx, &self.cookie_names, step)
+            cookie_store::writes_to_cookies(ctx, &self.cookie_jar, step)
         } else {
             step
         }
@@ -363,6 +456,12 @@ impl Expect {
             Expect::LoginRecorded(_) => "LoginRecorded",
             Expect::TokenResponse(_) => "TokenResponse",
             Expect::Jwks(..) => "Jwks",
+            Expect::RefreshClaim(_) => "RefreshClaim",
+            Expect::RefreshResponse(_) => "RefreshResponse",
+            Expect::LogoutTokenBody => "LogoutTokenBody",
+            Expect::LogoutTokenJwks(_) => "LogoutTokenJwks",
+            Expect::LogoutTokenRecorded(_) => "LogoutTokenRecorded",
+            Expect::SessionsEnded => "SessionsEnded",
             Expect::Finished => "Finished",
         }
     }

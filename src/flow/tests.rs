@@ -13,6 +13,8 @@ use super::*;
 use crate::crypto::seal::SealingKeys;
 use crate::oidc::discovery::ProviderMetadata;
 use crate::oidc::jwks::Jwks;
+use crate::session::buckets::IndexEntry;
+use crate::session::deny_list::{DenyList, DENY_LIST_KEY};
 use crate::session::Session;
 
 const NOW: u64 = 1_800_000_000;
@@ -95,6 +97,8 @@ struct Rp {
     now: u64,
     store: HashMap<String, Vec<u8>>,
     ledger: HashMap<String, Vec<u8>>,
+    /// The body the next `ReadBody` step reads.
+    body: Option<Vec<u8>>,
 }
 
 impl Rp {
@@ -111,6 +115,7 @@ impl Rp {
             now: NOW,
             store: HashMap::new(),
             ledger: HashMap::new(),
+            body: None,
         }
     }
 
@@ -136,22 +141,80 @@ impl Rp {
             let (mut ctx, store, ledger) = self.ctx();
             step = match step {
                 Step::LoadSession { key } => {
-                    let value = store.get(&key).cloned();
+                    let value = store.get(key.as_str()).cloned();
                     flow.handle_session(&mut ctx, value.as_deref())
                 }
                 Step::LoadDenyList { key } => {
                     let value = store.get(&key).cloned();
                     flow.handle_deny_list(&mut ctx, value.as_deref())
                 }
-                Step::RecordLogin {
+                Step::ClaimRefresh { key, until } if cookie_store(&ctx) => {
+                    // As the host does for cookie sessions: a lease outside the session.
+                    let lease = format!("lease/{}", key.as_str());
+                    let free = store
+                        .get(&lease)
+                        .and_then(|v| String::from_utf8(v.clone()).ok()?.parse::<u64>().ok())
+                        .is_none_or(|held| held <= ctx.now);
+                    if free {
+                        store.insert(lease, until.to_string().into_bytes());
+                    }
+                    flow.handle_refresh_claimed(&mut ctx, free)
+                }
+                Step::EndSessions { entries } if cookie_store(&ctx) => {
+                    let mut list = store
+                        .get(DENY_LIST_KEY)
+                        .and_then(|v| DenyList::decode(v))
+                        .unwrap_or_default();
+                    for entry in &entries {
+                        list.insert(entry, ctx.now + 3600, ctx.now);
+                    }
+                    store.insert(DENY_LIST_KEY.to_string(), list.encode());
+                    flow.handle_sessions_ended(&mut ctx, entries.len())
+                }
+                Step::ClaimRefresh { key, until } => {
+                    let now = ctx.now;
+                    let claimed = match store.get(key.as_str()).and_then(|v| Session::decode(v)) {
+                        Some(mut session) if !session.refresh_in_progress(now) => {
+                            session.refreshing_until = Some(until);
+                            store.insert(key.as_str().to_string(), session.encode());
+                            true
+                        }
+                        _ => false,
+                    };
+                    flow.handle_refresh_claimed(&mut ctx, claimed)
+                }
+                Step::EndSessions { entries } => {
+                    let issuer = ctx.config.issuer.clone();
+                    let doomed: Vec<String> = store
+                        .iter()
+                        .filter(|(_, v)| {
+                            Session::decode(v).is_some_and(|s| {
+                                IndexEntry::for_session(&issuer, &s)
+                                    .iter()
+                                    .any(|e| entries.contains(e))
+                            })
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in &doomed {
+                        store.remove(key);
+                    }
+                    flow.handle_sessions_ended(&mut ctx, doomed.len())
+                }
+                Step::ReadBody { .. } => {
+                    let body = self.body.take();
+                    let (mut ctx, _, _) = self.ctx();
+                    flow.handle_body(&mut ctx, body.as_deref())
+                }
+                Step::RecordOnce {
                     key,
                     issued_at,
-                    state,
+                    value,
                 } => {
                     let first = match crate::session::once::mark(
                         ledger.get(&key).map(Vec::as_slice),
                         issued_at,
-                        &state,
+                        &value,
                     ) {
                         crate::session::once::Mark::Record(v) => {
                             ledger.insert(key, v);
@@ -159,7 +222,7 @@ impl Rp {
                         }
                         crate::session::once::Mark::AlreadyUsed => false,
                     };
-                    flow.handle_login_recorded(&mut ctx, first)
+                    flow.handle_once_recorded(&mut ctx, first)
                 }
                 Step::Forward(mut forward) => {
                     apply(store, std::mem::take(&mut forward.writes));
@@ -212,14 +275,25 @@ impl Rp {
     }
 }
 
+fn cookie_store(ctx: &Context<'_, ChaCha20Rng>) -> bool {
+    ctx.config.session.store == crate::config::SessionStoreKind::Cookie
+}
+
 fn apply(store: &mut HashMap<String, Vec<u8>>, writes: Vec<StoreWrite>) {
     for write in writes {
         match write {
             StoreWrite::Put { key, session } => {
-                store.insert(key, session.encode());
+                store.insert(key.as_str().to_string(), session.encode());
+            }
+            StoreWrite::Touch { key, at } => {
+                if let Some(mut session) = store.get(key.as_str()).and_then(|v| Session::decode(v))
+                {
+                    session.last_seen = at;
+                    store.insert(key.as_str().to_string(), session.encode());
+                }
             }
             StoreWrite::Delete { key } => {
-                store.remove(&key);
+                store.remove(key.as_str());
             }
         }
     }
@@ -295,7 +369,7 @@ fn valid_claims(nonce: &str) -> serde_json::Value {
 
 fn token_body(id_token: &str) -> String {
     serde_json::json!({
-        "access_token": "at-123", "token_type": "Bearer", "expires_in": 300,
+        "access_token": "at-123", "token_type": "Bearer", "expires_in": 3600,
         "id_token": id_token, "refresh_token": "rt-1"
     })
     .to_string()
@@ -421,7 +495,7 @@ fn a_full_login_creates_a_session_and_returns_to_the_original_url() {
     let stored = Session::decode(rp.store.values().next().unwrap()).unwrap();
     assert_eq!(stored.sub, "alice");
     assert_eq!(stored.sid.as_deref(), Some("sid-1"));
-    assert_eq!(stored.access_token_expires_at, Some(NOW + 300));
+    assert_eq!(stored.access_token_expires_at, Some(NOW + 3600));
     assert_eq!(
         stored.claims.get("email").and_then(|v| v.as_str()),
         Some("alice@example.test")
@@ -800,6 +874,290 @@ fn parallel_logins_each_complete() {
         ));
         assert_eq!(header(&done, "location"), Some(target));
     }
+}
+
+fn short_lived_token_body(id_token: &str, refresh_token: &str, expires_in: u64) -> String {
+    serde_json::json!({
+        "access_token": format!("at-{refresh_token}"), "token_type": "Bearer", "expires_in": expires_in,
+        "id_token": id_token, "refresh_token": refresh_token
+    })
+    .to_string()
+}
+
+/// Logs in with an access token that lives `expires_in` seconds.
+fn login_with_expiry(rp: &mut Rp, idp: &Idp, expires_in: u64) -> String {
+    let login = start(rp, "/");
+    let (mut flow, _) = callback(rp, &login, "c");
+    let body = short_lived_token_body(
+        &idp.id_token(valid_claims(&login.nonce)),
+        "rt-1",
+        expires_in,
+    );
+    let done = response(rp.callout_response(&mut flow, 200, &body));
+    cookie_pair(&done, "__Host-oidc-session")
+}
+
+fn stored_session(rp: &Rp) -> Session {
+    assert_eq!(rp.store.len(), 1);
+    Session::decode(rp.store.values().next().unwrap()).unwrap()
+}
+
+fn refreshed_claims(sub: &str, now: u64) -> serde_json::Value {
+    serde_json::json!({
+        "iss": ISSUER, "aud": "rp", "sub": sub, "sid": "sid-1",
+        "iat": now, "exp": now + 600, "email": "alice@example.test"
+    })
+}
+
+fn authorization(step: &Step) -> Option<&str> {
+    match step {
+        Step::Forward(forward) => forward
+            .set_headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .map(|(_, v)| v.as_str()),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_session_outlives_its_access_token_through_refresh() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let session = login_with_expiry(&mut rp, &idp, 300);
+    rp.now += 200;
+    assert_eq!(
+        authorization(&rp.get("/", &session)),
+        Some("Bearer at-rt-1"),
+        "not yet due"
+    );
+
+    rp.now += 60;
+    let mut flow = RequestFlow::new();
+    let step = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
+    let Step::Callout(callout) = step else {
+        panic!("expected a refresh callout, got {step:?}")
+    };
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&callout.body)
+        .into_owned()
+        .collect();
+    assert_eq!(form["grant_type"], "refresh_token");
+    assert_eq!(form["refresh_token"], "rt-1");
+    assert!(
+        stored_session(&rp).refresh_in_progress(rp.now),
+        "the refresh is claimed"
+    );
+
+    // Meanwhile another request goes on with the still-valid token, without a second refresh.
+    let concurrent = rp.get("/", &session);
+    assert_eq!(authorization(&concurrent), Some("Bearer at-rt-1"));
+
+    let body = short_lived_token_body(
+        &idp.id_token(refreshed_claims("alice", rp.now)),
+        "rt-2",
+        300,
+    );
+    let step = rp.callout_response(&mut flow, 200, &body);
+    assert_eq!(authorization(&step), Some("Bearer at-rt-2"));
+    let stored = stored_session(&rp);
+    assert_eq!(stored.refresh_token.as_deref(), Some("rt-2"));
+    assert_eq!(stored.access_token_expires_at, Some(rp.now + 300));
+    assert!(!stored.refresh_in_progress(rp.now));
+    assert_eq!(
+        authorization(&rp.get("/", &session)),
+        Some("Bearer at-rt-2")
+    );
+}
+
+#[test]
+fn a_refused_refresh_ends_the_session() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let session = login_with_expiry(&mut rp, &idp, 300);
+    rp.now += 400;
+    let mut flow = RequestFlow::new();
+    let step = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
+    assert!(matches!(step, Step::Callout(_)));
+    let step = rp.callout_response(
+        &mut flow,
+        400,
+        r#"{"error":"invalid_grant","error_description":"grant request is invalid"}"#,
+    );
+    let page = response(step);
+    assert_eq!(page.status, 302, "a browser logs in again");
+    assert!(rp.store.is_empty(), "the dead session is deleted");
+}
+
+#[test]
+fn a_failed_refresh_keeps_a_valid_token_and_the_session() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let session = login_with_expiry(&mut rp, &idp, 300);
+    rp.now += 250;
+    let mut flow = RequestFlow::new();
+    let _ = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
+    let (mut ctx, _, _) = rp.ctx();
+    let step = flow.handle_callout_response(&mut ctx, CalloutOutcome::Failed("timeout".into()));
+    assert_eq!(
+        authorization(&step),
+        Some("Bearer at-rt-1"),
+        "still valid: used as is"
+    );
+
+    // Once the token expired and the claim lapsed, a failing refresh shows the error page.
+    rp.now += 100;
+    let mut flow = RequestFlow::new();
+    let step = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
+    assert!(
+        matches!(step, Step::Callout(_)),
+        "retried on a later request: {step:?}"
+    );
+    let page = response(rp.callout_response(&mut flow, 503, "unavailable"));
+    assert_eq!(page.status, 502);
+    assert_eq!(rp.store.len(), 1, "the session survives for a retry");
+}
+
+#[test]
+fn an_expired_token_waits_for_another_workers_refresh() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let session = login_with_expiry(&mut rp, &idp, 300);
+    rp.now += 301;
+    let mut flow = RequestFlow::new();
+    let first = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
+    assert!(matches!(first, Step::Callout(_)));
+    let waiting = response(rp.get("/", &session));
+    assert_eq!(waiting.status, 503);
+    assert_eq!(header(&waiting, "retry-after"), Some("1"));
+}
+
+#[test]
+fn a_refreshed_id_token_for_another_subject_ends_the_session() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let session = login_with_expiry(&mut rp, &idp, 300);
+    rp.now += 290;
+    let mut flow = RequestFlow::new();
+    let _ = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
+    let body = short_lived_token_body(
+        &idp.id_token(refreshed_claims("mallory", rp.now)),
+        "rt-2",
+        300,
+    );
+    assert_eq!(
+        response(rp.callout_response(&mut flow, 200, &body)).status,
+        302
+    );
+    assert!(rp.store.is_empty());
+}
+
+fn logout_token(idp: &Idp, change: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut claims = serde_json::json!({
+        "iss": ISSUER, "aud": "rp", "iat": NOW, "exp": NOW + 120, "jti": "jti-1",
+        "sub": "alice", "sid": "sid-1",
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} }
+    });
+    change(&mut claims);
+    idp.id_token(claims)
+}
+
+fn post_logout_token(rp: &mut Rp, token: &str) -> LocalResponse {
+    rp.body = Some(format!("logout_token={token}").into_bytes());
+    let mut flow = RequestFlow::new();
+    response(rp.request(&mut flow, "POST", "/bcl", &[]))
+}
+
+#[test]
+fn back_channel_logout_ends_the_named_session_once() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(&idp, r#", "backchannel_logout_path": "/bcl""#);
+    let (_, session) = complete_login(&mut rp, &idp, "/");
+    let answer = post_logout_token(&mut rp, &logout_token(&idp, |_| {}));
+    assert_eq!(answer.status, 200);
+    assert_eq!(header(&answer, "cache-control"), Some("no-store"));
+    assert!(rp.store.is_empty());
+    assert_eq!(
+        response(rp.get("/", &session)).status,
+        302,
+        "the next request logs in again"
+    );
+
+    let (_, _) = complete_login(&mut rp, &idp, "/");
+    let replay = post_logout_token(&mut rp, &logout_token(&idp, |_| {}));
+    assert_eq!(replay.status, 400, "a jti works once");
+    assert_eq!(rp.store.len(), 1);
+
+    let by_sub = post_logout_token(
+        &mut rp,
+        &logout_token(&idp, |c| {
+            c["jti"] = "jti-2".into();
+            c.as_object_mut().unwrap().remove("sid");
+        }),
+    );
+    assert_eq!(by_sub.status, 200);
+    assert!(
+        rp.store.is_empty(),
+        "a sub alone ends all the user's sessions"
+    );
+}
+
+#[test]
+fn invalid_logout_tokens_are_refused_and_end_nothing() {
+    let idp = Idp::new(1, "k1");
+    let forger = Idp::new(9, "k1");
+    let mut rp = Rp::with_config(&idp, r#", "backchannel_logout_path": "/bcl""#);
+    let _ = complete_login(&mut rp, &idp, "/");
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "no events",
+            logout_token(&idp, |c| {
+                c.as_object_mut().unwrap().remove("events");
+            }),
+        ),
+        ("nonce", logout_token(&idp, |c| c["nonce"] = "n".into())),
+        (
+            "wrong audience",
+            logout_token(&idp, |c| c["aud"] = "other".into()),
+        ),
+        (
+            "wrong issuer",
+            logout_token(&idp, |c| c["iss"] = "https://evil.example".into()),
+        ),
+        (
+            "no sid or sub",
+            logout_token(&idp, |c| {
+                let c = c.as_object_mut().unwrap();
+                c.remove("sid");
+                c.remove("sub");
+            }),
+        ),
+        (
+            "too old",
+            logout_token(&idp, |c| c["iat"] = (NOW - 3600).into()),
+        ),
+        ("forged", logout_token(&forger, |_| {})),
+        ("garbage", "not.a.token".to_string()),
+    ];
+    for (name, token) in cases {
+        let answer = post_logout_token(&mut rp, &token);
+        assert_eq!(answer.status, 400, "{name}");
+        assert!(
+            String::from_utf8_lossy(&answer.body).contains("invalid_request"),
+            "{name}"
+        );
+        assert_eq!(rp.store.len(), 1, "{name} ended a session");
+    }
+    rp.body = Some(b"logout_token=a&logout_token=b".to_vec());
+    let mut flow = RequestFlow::new();
+    assert_eq!(
+        response(rp.request(&mut flow, "POST", "/bcl", &[])).status,
+        400
+    );
+    let mut flow = RequestFlow::new();
+    assert_eq!(
+        response(rp.request(&mut flow, "GET", "/bcl", &[])).status,
+        405
+    );
 }
 
 /// The same flow with `session.store: cookie`.

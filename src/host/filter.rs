@@ -7,10 +7,12 @@ use proxy_wasm::types::Action;
 
 use super::provider_fetch;
 use super::root::Shared;
-use super::store;
+use super::store::{self, HostSharedData};
+use crate::config::SessionStoreKind;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
 use crate::http::pages;
 use crate::provider::Provider;
+use crate::session::{deny_list, refresh_lease, shared_store};
 
 /// What a callout in flight is for.
 enum Waiting {
@@ -27,6 +29,10 @@ pub struct Filter {
     paused: bool,
     /// Headers the flow wants on the upstream's response.
     response_headers: Vec<(String, String)>,
+    /// The request has no body (its headers ended the stream).
+    headers_only: bool,
+    /// Waiting for the whole request body, up to this size.
+    reading_body: Option<usize>,
 }
 
 impl Filter {
@@ -37,6 +43,8 @@ impl Filter {
             waiting: Waiting::Nothing,
             paused: false,
             response_headers: Vec::new(),
+            headers_only: false,
+            reading_body: None,
         }
     }
 
@@ -83,20 +91,54 @@ impl Filter {
         loop {
             step = match step {
                 Step::LoadSession { key } => {
-                    let (value, _) = store::get(&key);
+                    let value = self.shared.store.load(&key);
                     self.with_context(|flow, ctx| flow.handle_session(ctx, value.as_deref()))
                 }
                 Step::LoadDenyList { key } => {
                     let (value, _) = store::get(&key);
                     self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
                 }
-                Step::RecordLogin {
+                Step::RecordOnce {
                     key,
                     issued_at,
-                    state,
+                    value,
                 } => {
-                    let first_use = store::record_login(&key, issued_at, &state);
-                    self.with_context(|flow, ctx| flow.handle_login_recorded(ctx, first_use))
+                    let first_use =
+                        shared_store::record_once(&HostSharedData, &key, issued_at, &value);
+                    self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use))
+                }
+                Step::ClaimRefresh { key, until } => {
+                    let now = super::now(self);
+                    let claimed = if self.cookie_sessions() {
+                        refresh_lease::claim(&HostSharedData, &key, now, until)
+                    } else {
+                        self.shared.store.claim_refresh(&key, now, until)
+                    };
+                    self.with_context(|flow, ctx| flow.handle_refresh_claimed(ctx, claimed))
+                }
+                Step::EndSessions { entries } => {
+                    let ended = if self.cookie_sessions() {
+                        // Cookies cannot be deleted from here: deny them on this replica.
+                        let now = super::now(self);
+                        let until = now + self.shared.config.session.absolute_timeout;
+                        if deny_list::record(&HostSharedData, &entries, until, now) {
+                            entries.len()
+                        } else {
+                            0
+                        }
+                    } else {
+                        self.shared.store.end_sessions(&entries)
+                    };
+                    self.shared.metrics.backchannel_ended(ended);
+                    self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, ended))
+                }
+                Step::ReadBody { max_bytes } => {
+                    if self.headers_only {
+                        self.with_context(|flow, ctx| flow.handle_body(ctx, Some(&[])))
+                    } else {
+                        self.reading_body = Some(max_bytes);
+                        return self.pause();
+                    }
                 }
                 Step::Callout(callout) => match provider_fetch::dispatch(self, &callout) {
                     Ok(token) => {
@@ -131,7 +173,8 @@ impl Filter {
                     }
                 }
                 Step::Forward(forward) => {
-                    store::apply(forward.writes);
+                    let changes = self.shared.store.apply(forward.writes);
+                    self.shared.metrics.record(&changes);
                     for name in &forward.remove_headers {
                         self.set_http_request_header(name, None);
                     }
@@ -152,7 +195,8 @@ impl Filter {
                     return Action::Continue;
                 }
                 Step::Respond(respond) => {
-                    store::apply(respond.writes);
+                    let changes = self.shared.store.apply(respond.writes);
+                    self.shared.metrics.record(&changes);
                     let response = respond.response;
                     let headers: Vec<(&str, &str)> = response
                         .headers
@@ -168,6 +212,10 @@ impl Filter {
                 }
             };
         }
+    }
+
+    fn cookie_sessions(&self) -> bool {
+        self.shared.config.session.store == SessionStoreKind::Cookie
     }
 
     fn pause(&mut self) -> Action {
@@ -220,6 +268,25 @@ impl Context for Filter {
 }
 
 impl HttpContext for Filter {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(max_bytes) = self.reading_body else {
+            return Action::Continue;
+        };
+        if body_size > max_bytes {
+            self.reading_body = None;
+            let step = self.with_context(|flow, ctx| flow.handle_body(ctx, None));
+            return self.drive(step);
+        }
+        if !end_of_stream {
+            // Keep buffering until the whole body is here.
+            return Action::Pause;
+        }
+        self.reading_body = None;
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let step = self.with_context(|flow, ctx| flow.handle_body(ctx, Some(&body)));
+        self.drive(step)
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         for (name, value) in std::mem::take(&mut self.response_headers) {
             self.add_http_response_header(&name, &value);
@@ -227,7 +294,8 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.headers_only = end_of_stream;
         let request = self.read_request();
         let step = self.with_context(|flow, ctx| flow.handle_request(ctx, request));
         self.drive(step)

@@ -2,6 +2,7 @@
 //! core's steps into host calls. No decisions are made here.
 
 mod filter;
+mod metrics;
 mod provider_fetch;
 mod root;
 mod store;

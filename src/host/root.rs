@@ -8,15 +8,20 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::filter::Filter;
+use super::metrics::Metrics;
 use super::provider_fetch::{self, ProviderCache};
+use super::store::HostSharedData;
 use crate::config::Config;
 use crate::oidc::discovery::{self, ProviderMetadata};
 use crate::oidc::jwks::Jwks;
+use crate::session::shared_store::SessionStore;
 
 /// What the root context shares with the HTTP contexts of its VM.
 pub struct Shared {
     pub config: Config,
     pub provider: RefCell<ProviderCache>,
+    pub store: SessionStore<HostSharedData>,
+    pub metrics: Metrics,
 }
 
 enum Fetching {
@@ -93,9 +98,19 @@ impl RootContext for Root {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         match Config::parse(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {
+                let store = SessionStore {
+                    data: HostSharedData,
+                    layout: config.session.layout(),
+                    issuer: config.issuer.clone(),
+                    idle_timeout: config.session.idle_timeout,
+                    absolute_timeout: config.session.absolute_timeout,
+                    max_sessions: config.session.max_sessions,
+                };
                 self.shared = Some(Rc::new(Shared {
                     config,
                     provider: RefCell::new(ProviderCache::default()),
+                    store,
+                    metrics: Metrics::define(),
                 }));
                 // Fetches start from the first tick: a callout made here would die
                 // with the short-lived canary VM that runs on_configure.
@@ -113,10 +128,11 @@ impl RootContext for Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        let now = super::now(self);
+        sweep_if_due(&shared, now);
         if self.fetching.is_some() {
             return;
         }
-        let now = super::now(self);
         let lease = 2 * shared.config.callout_timeout_ms.div_ceil(1000) + 1;
         if !provider_fetch::claim_fetch(now, lease) {
             return;
@@ -138,5 +154,18 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// Workers take turns sweeping a slice of the store each tick.
+fn sweep_if_due(shared: &Shared, now: u64) {
+    if let Some(changes) = shared
+        .store
+        .sweep_tick(now, shared.config.session.sweep_interval)
+    {
+        shared.metrics.record(&changes);
+        if changes.live > 0 || changes.expired > 0 || changes.evicted > 0 {
+            shared.metrics.set_sessions_live(changes.live);
+        }
     }
 }

@@ -1,12 +1,27 @@
-//! The host's shared data, keyed as the core names things: sessions, the
-//! single-use ledger, the provider documents and the per-process sealing key.
+//! Envoy's shared data as the core's [`SharedData`], and the per-process
+//! sealing key.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
 use crate::crypto::seal::SealingKeys;
-use crate::flow::StoreWrite;
-use crate::session::once::{self, Mark};
+use crate::session::shared_store::{SharedData, WriteError};
+
+/// Envoy's shared data of this plugin's `vm_id`.
+pub struct HostSharedData;
+
+impl SharedData for HostSharedData {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError> {
+        set(key, value, cas).map_err(|status| match status {
+            Status::CasMismatch => WriteError::CasMismatch,
+            other => WriteError::Failed(format!("{other:?}")),
+        })
+    }
+}
 
 /// A value, treating the empty value that removal leaves behind as absent.
 pub fn get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
@@ -22,38 +37,6 @@ pub fn get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
 
 pub fn set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
     hostcalls::set_shared_data(key, Some(value), cas)
-}
-
-pub fn apply(writes: Vec<StoreWrite>) {
-    for write in writes {
-        let result = match write {
-            StoreWrite::Put { key, session } => set(&key, &session.encode(), None),
-            StoreWrite::Delete { key } => hostcalls::set_shared_data(&key, None, None),
-        };
-        if let Err(status) = result {
-            log::error!("session store write failed: {status:?}");
-        }
-    }
-}
-
-/// Records a login in the single-use ledger. `true` on first use.
-pub fn record_login(key: &str, issued_at: u64, state: &str) -> bool {
-    for _ in 0..8 {
-        let (value, cas) = get(key);
-        match once::mark(value.as_deref(), issued_at, state) {
-            Mark::AlreadyUsed => return false,
-            Mark::Record(updated) => match set(key, &updated, cas) {
-                Ok(()) => return true,
-                Err(Status::CasMismatch) => continue,
-                Err(status) => {
-                    log::error!("single-use ledger write failed: {status:?}");
-                    return false;
-                }
-            },
-        }
-    }
-    log::error!("single-use ledger stayed contended; login refused");
-    false
 }
 
 const PROCESS_KEY: &str = "keys/login";

@@ -62,6 +62,21 @@ pub fn confirm_logout_page(action: &str) -> LocalResponse {
     )
 }
 
+/// 503 with `Retry-After: 1`; browsers reload by themselves after a second.
+pub fn retry_soon_page(detail: &str) -> LocalResponse {
+    let mut page = html_page(
+        503,
+        "One moment",
+        &format!(
+            "<meta http-equiv=\"refresh\" content=\"1\">\n<p>{}</p>",
+            escape_html(detail)
+        ),
+    );
+    page.headers
+        .push(("retry-after".to_owned(), "1".to_owned()));
+    page
+}
+
 fn html_page(status: u16, title: &str, inner_html: &str) -> LocalResponse {
     let title = escape_html(title);
     let body = format!(

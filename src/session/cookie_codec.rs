@@ -129,6 +129,7 @@ mod tests {
                 .as_object()
                 .unwrap()
                 .clone(),
+            refreshing_until: None,
         }
     }
 

@@ -1,11 +1,14 @@
 //! Sessions: the record kept per logged-in browser, the in-flight login, and
 //! the single-use ledger of completed logins.
 
+pub mod buckets;
 pub mod chunks;
 pub mod cookie_codec;
 pub mod deny_list;
 pub mod login;
 pub mod once;
+pub mod refresh_lease;
+pub mod shared_store;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +35,9 @@ pub struct Session {
     pub id_token: Option<String>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// A worker is refreshing the tokens until then; others keep off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshing_until: Option<u64>,
 }
 
 impl std::fmt::Debug for Session {
@@ -64,6 +70,22 @@ impl Session {
         }
     }
 
+    /// The access token expires within `margin` and can be refreshed.
+    pub fn refresh_due(&self, now: u64, margin: u64) -> bool {
+        self.refresh_token.is_some()
+            && self
+                .access_token_expires_at
+                .is_some_and(|exp| now.saturating_add(margin) >= exp)
+    }
+
+    pub fn access_token_valid(&self, now: u64) -> bool {
+        self.access_token_expires_at.is_none_or(|exp| now < exp)
+    }
+
+    pub fn refresh_in_progress(&self, now: u64) -> bool {
+        self.refreshing_until.is_some_and(|until| now < until)
+    }
+
     /// Writing the store on every request would serialize all workers on its
     /// mutex; a resolution of a sixteenth of the idle timeout is plenty.
     pub fn needs_touch(&self, now: u64, idle_timeout: u64) -> bool {
@@ -80,8 +102,7 @@ impl Session {
     }
 }
 
-/// The random value in the session cookie. The store is keyed by its hash, so
-/// a dump of the store does not reveal usable cookies.
+/// The random value in the session cookie.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionId(String);
 
@@ -103,8 +124,23 @@ impl SessionId {
         &self.0
     }
 
-    pub fn store_key(&self) -> String {
-        format!("session/{}", crypto::sha256_b64url(self.0.as_bytes()))
+    pub fn store_key(&self) -> SessionKey {
+        SessionKey(crypto::sha256_b64url(self.0.as_bytes()))
+    }
+}
+
+/// Where a session is stored: the hash of its id, so a dump of the store does
+/// not reveal usable cookies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    pub fn from_hash(hash: String) -> SessionKey {
+        SessionKey(hash)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

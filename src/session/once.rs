@@ -17,10 +17,11 @@ struct Slot {
     used: Vec<String>,
 }
 
-/// Where the login issued at `issued_at` is recorded.
-pub fn ledger_key(issued_at: u64, login_timeout: u64) -> String {
-    let ring = login_timeout / SLOT_SECONDS + 2;
-    format!("once/{}", (issued_at / SLOT_SECONDS) % ring)
+/// Where a value issued at `issued_at` and usable for `lifetime` seconds is
+/// recorded; `ledger` separates the uses (logins, logout tokens).
+pub fn ledger_key(ledger: &str, issued_at: u64, lifetime: u64) -> String {
+    let ring = lifetime / SLOT_SECONDS + 2;
+    format!("once/{ledger}/{}", (issued_at / SLOT_SECONDS) % ring)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -76,7 +77,10 @@ mod tests {
         let ring = timeout / SLOT_SECONDS + 2;
         let old = 1_000_000;
         let later = old + ring * SLOT_SECONDS;
-        assert_eq!(ledger_key(old, timeout), ledger_key(later, timeout));
+        assert_eq!(
+            ledger_key("login", old, timeout),
+            ledger_key("login", later, timeout)
+        );
         let v = record(None, old, "abc");
         assert!(matches!(mark(Some(&v), later, "abc"), Mark::Record(_)));
     }
@@ -85,9 +89,9 @@ mod tests {
     fn a_slot_is_not_reused_while_its_logins_can_complete() {
         let timeout = 600;
         let issued = 1_000_030;
-        let first = ledger_key(issued, timeout);
+        let first = ledger_key("login", issued, timeout);
         for t in (issued + 1)..=(issued + timeout) {
-            if ledger_key(t, timeout) == first {
+            if ledger_key("login", t, timeout) == first {
                 assert_eq!(t / SLOT_SECONDS, issued / SLOT_SECONDS);
             }
         }

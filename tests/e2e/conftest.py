@@ -3,6 +3,7 @@
 - `idp`: one oidc-provider for the whole run, registered with the redirect URIs of a pool of
   gateway ports (`gateway_ports`), so every gateway the tests start can log in through it.
 - `echo`: one echo upstream for the whole run.
+- `gw`: one gateway with the default configuration for the whole run.
 - `gateway(**config_overrides)`: factory; starts Envoy with a patched copy of envoy.yaml and
   waits until the filter has loaded the provider metadata. Options (keyword-only, prefixed to
   keep them apart from the filter's config keys): `_idp=` another Idp, `_port=` a listener
@@ -118,20 +119,22 @@ def wasm() -> Path:
     return WASM
 
 
-@pytest.fixture
-def gateway(workdir, idp, echo, port_pool, wasm, request):
-    """Factory: gateway(**filter_config_overrides) -> a started, ready Gateway."""
-    started: list[tuple[Gateway, int]] = []
+class GatewayFactory:
+    """Starts gateways; stop_all() stops them and returns their ports to the pool."""
 
-    def make(_idp: Idp | None = None, _port: int | None = None, _wait_metadata: bool = True,
-             _wait_ready: bool = True, _raw_config: str | None = None, _env: dict | None = None,
-             **config_overrides) -> Gateway:
-        provider = _idp or idp
-        port = port_pool.take(_port)
-        cfg = build_envoy_config(port, provider.port, echo.port, config_overrides, raw_filter_config=_raw_config)
-        gw = Gateway(workdir, cfg, port, env=_env)
+    def __init__(self, workdir, idp, echo, port_pool):
+        self.workdir, self.idp, self.echo, self.port_pool = workdir, idp, echo, port_pool
+        self.started: list[Gateway] = []
+
+    def __call__(self, _idp: Idp | None = None, _port: int | None = None, _wait_metadata: bool = True,
+                 _wait_ready: bool = True, _raw_config: str | None = None, _env: dict | None = None,
+                 **config_overrides) -> Gateway:
+        provider = _idp or self.idp
+        port = self.port_pool.take(_port)
+        cfg = build_envoy_config(port, provider.port, self.echo.port, config_overrides, raw_filter_config=_raw_config)
+        gw = Gateway(self.workdir, cfg, port, env=_env)
         gw.idp = provider
-        started.append((gw, port))
+        self.started.append(gw)
         gw.start()
         if _wait_ready:
             gw.wait_ready()
@@ -139,12 +142,36 @@ def gateway(workdir, idp, echo, port_pool, wasm, request):
                 gw.wait_metadata()
         return gw
 
-    yield make
-    for gw, port in started:
-        gw.stop()
-        port_pool.give(port)
-        if getattr(request.node, "rep_call_failed", False):
-            print(f"\n--- Envoy log ({gw.log_path}) ---\n{gw.log()[-6000:]}")
+    def stop_all(self, show_logs: bool = False):
+        for gw in self.started:
+            gw.stop()
+            self.port_pool.give(gw.port)
+            if show_logs:
+                print(f"\n--- Envoy log ({gw.log_path}), last lines ---\n{gw.log()[-6000:]}")
+        self.started.clear()
+
+
+@pytest.fixture
+def gateway(workdir, idp, echo, port_pool, wasm):
+    """Factory: gateway(**filter_config_overrides) -> a started Gateway whose filter has loaded
+    the provider metadata; stopped after the test."""
+    factory = GatewayFactory(workdir, idp, echo, port_pool)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+def gw(workdir, idp, echo, port_pool, wasm):
+    """One gateway with the default configuration, shared by the tests that need nothing special
+    (each test uses its own browser, so sessions do not mix)."""
+    factory = GatewayFactory(workdir, idp, echo, port_pool)
+    try:
+        gateway = factory()
+    except Exception:
+        factory.stop_all(show_logs=True)
+        raise
+    yield gateway
+    factory.stop_all()
 
 
 @pytest.fixture
@@ -159,9 +186,18 @@ def browser(workdir):
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
+    """On a failed test, attach the tail of the logs of the processes it used."""
     report = yield
-    if report.when == "call":
-        item.rep_call_failed = report.failed
+    if report.when == "call" and report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        gateways = list(funcargs["gateway"].started) if "gateway" in funcargs else []
+        if "gw" in funcargs:
+            gateways.append(funcargs["gw"])
+        for g in gateways:
+            report.sections.append((f"envoy :{g.port} log ({g.log_path})", g.log_summary(tail=40)))
+        for name in ("idp",):
+            if name in funcargs:
+                report.sections.append((f"{name} log", funcargs[name].log()[-3000:]))
     return report
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -27,7 +28,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ENVOY_YAML = REPO / "envoy.yaml"
-WASM = REPO / "target" / "wasm32-wasip1" / "release" / "oidc_filter.wasm"
+# OIDC_FILTER_WASM points the tests at another build of the module (default: the release build).
+WASM = Path(os.environ.get("OIDC_FILTER_WASM") or REPO / "target" / "wasm32-wasip1" / "release" / "oidc_filter.wasm")
 IDP_SERVER = REPO / "tests" / "idp" / "server.mjs"
 ECHO_SERVER = REPO / "tests" / "upstream" / "echo.py"
 
@@ -47,7 +49,32 @@ def find_envoy() -> str:
     return found
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A port that is free now and outside the kernel's ephemeral range, so that outgoing
+    connections (curl, Envoy's upstream connections) never take it between now and its use.
+    Never returns the same port twice in one run."""
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(20000, 30000) if not low <= p <= high and p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates[:500]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -126,6 +153,7 @@ class ManagedProcess:
     def stop(self, timeout: float = 5.0):
         if self.proc.poll() is None:
             try:
+                os.killpg(self.proc.pid, signal.SIGCONT)
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
@@ -139,6 +167,13 @@ class ManagedProcess:
                 self.proc.wait(timeout=timeout)
         if not self._log.closed:
             self._log.close()
+
+    def pause(self):
+        """SIGSTOP: the process keeps its sockets but answers nothing (a hung server)."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
     def kill(self):
         """Abrupt stop (SIGKILL), e.g. to simulate a crashed IdP."""
@@ -190,6 +225,12 @@ class Idp:
     def kill(self):
         if self.process:
             self.process.kill()
+
+    def pause(self):
+        self.process.pause()
+
+    def resume(self):
+        self.process.resume()
 
     def stats(self) -> dict:
         r = http_get(f"{self.issuer}/__test/stats")
@@ -332,7 +373,7 @@ class Gateway:
     def wait_ready(self, timeout: float = 30.0):
         def ready():
             if not self.process.alive():
-                raise RuntimeError(f"Envoy exited with {self.process.proc.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"Envoy exited with {self.process.proc.returncode}:\n{self.log_summary()}")
             if self.admin is None:
                 if not self.admin_address_path.exists():
                     return False
@@ -351,14 +392,14 @@ class Gateway:
         try:
             return self.process.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"Envoy did not exit within {timeout}s:\n{self.log()[-4000:]}") from None
+            raise AssertionError(f"Envoy did not exit within {timeout}s:\n{self.log_summary()}") from None
 
     def wait_metadata(self, timeout: float = 15.0):
         """Polls GET / until the filter stops answering 503 (provider metadata loaded)."""
 
         def loaded():
             if not self.process.alive():
-                raise RuntimeError(f"Envoy exited:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"Envoy exited:\n{self.log_summary()}")
             r = http_get(self.url("/"), timeout=2, headers={"Accept": "text/html"})
             return r is not None and r[0] != 503
 
@@ -374,6 +415,12 @@ class Gateway:
             if value.strip().lstrip("-").isdigit():
                 out[name] = int(value)
         return out
+
+    def log_summary(self, tail: int = 15) -> str:
+        """Error lines and the last lines of the log, for failure messages."""
+        lines = self.log().splitlines()
+        errors = [ln for ln in lines if "[error]" in ln or "[critical]" in ln or "[warning][wasm]" in ln]
+        return "\n".join(["... errors:"] + errors[-30:] + ["... last lines:"] + lines[-tail:])
 
     def log(self) -> str:
         text = ""
@@ -494,7 +541,8 @@ class Browser:
         self._n = 0
 
     def request(self, method: str, url: str, *, headers=None, data: dict | str | bytes | None = None,
-                max_time: float = CURL_MAX_TIME, use_jar: bool = True, accept_html: bool = True) -> Response:
+                max_time: float = CURL_MAX_TIME, use_jar: bool = True, accept_html: bool = True,
+                path_as_is: bool = False) -> Response:
         """One request. `headers` is a list of (name, value) or a dict; values may be bytes."""
         self._n += 1
         head_file = self.dir / f"h{self._n}"
@@ -503,6 +551,8 @@ class Browser:
                       "-D", str(head_file), "-o", str(body_file), "-w", "%{http_code}"]
         if use_jar:
             argv += ["-c", str(self.jar), "-b", str(self.jar)]
+        if path_as_is:
+            argv.append("--path-as-is")
         hdrs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
         if accept_html and not any(str(k).lower() in ("accept", b"accept") for k, _ in hdrs):
             hdrs.append(("Accept", "text/html,application/xhtml+xml"))
@@ -654,3 +704,50 @@ def login(browser: Browser, start_url: str, user: str = "alice") -> Response:
     to_callback = idp_login(browser, absolute(start_url, first.location), user)
     callback_url = absolute(to_callback.url, to_callback.location)
     return browser.get(callback_url)
+
+
+def start_login(browser: Browser, gw: "Gateway", path: str = "/", **kw) -> tuple[Response, dict]:
+    """GET path at the gateway without a session; expects the 302 to the IdP.
+    Returns the response and the /auth query parameters."""
+    r = browser.get(gw.url(path), **kw)
+    assert r.status == 302, f"expected a redirect to the IdP for {path}: {r!r}"
+    assert r.location.startswith(f"{gw.idp.issuer}/auth?"), r
+    return r, query_params(r.location)
+
+
+def callback_url(browser: Browser, gw: "Gateway", path: str = "/", user: str = "alice", **kw) -> str:
+    """Starts a login at `path` and logs in at the IdP; returns the callback URL at the gateway
+    (not yet visited)."""
+    r, _ = start_login(browser, gw, path, **kw)
+    back = idp_login(browser, r.location, user)
+    url = absolute(back.url, back.location)
+    assert url.startswith(gw.url("/oauth2/callback?")), back
+    return url
+
+
+def logged_in(browser: Browser, gw: "Gateway", path: str = "/", user: str = "alice") -> Response:
+    """A complete login at `path`; returns the callback's response (asserted to be a 302)."""
+    r = browser.get(callback_url(browser, gw, path, user))
+    assert r.status == 302, f"callback did not redirect: {r!r}"
+    return r
+
+
+def is_same_origin_redirect(gw: "Gateway", location: str) -> bool:
+    """True when a browser following `location` (relative to the gateway) stays on the gateway.
+    Browsers drop tabs and newlines and read backslashes as slashes in http(s) URLs."""
+    loc = location.replace("\t", "").replace("\n", "").replace("\r", "").replace("\\", "/")
+    resolved = urllib.parse.urlsplit(urllib.parse.urljoin(gw.url("/"), loc))
+    base = urllib.parse.urlsplit(gw.url("/"))
+    return (resolved.scheme, resolved.netloc) == (base.scheme, base.netloc)
+
+
+def cookie_names(header_value) -> list[str]:
+    """Names in a Cookie header value as the echo upstream reports it (string or list)."""
+    values = header_value if isinstance(header_value, list) else [header_value or ""]
+    names = []
+    for v in values:
+        for part in v.split(";"):
+            name = part.strip().partition("=")[0]
+            if name:
+                names.append(name)
+    return names

@@ -1,0 +1,148 @@
+//! OpenID Connect Back-Channel Logout 1.0: the provider POSTs a signed logout
+//! token, and every session it names ends.
+
+use rand_core::CryptoRngCore;
+
+use super::{respond, Context, Expect, Next, RequestHead, Step};
+use crate::http::pages::{self, LocalResponse};
+use crate::oidc::jwt::JwtError;
+use crate::oidc::logout_token::{verify_logout_token, LogoutTokenError, LogoutTokenExpectations};
+use crate::session::buckets::IndexEntry;
+use crate::session::once;
+
+/// Logout tokens are small; anything bigger is not one.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How old a logout token may be. oidc-provider gives them two minutes.
+const MAX_TOKEN_AGE: u64 = 300;
+
+/// The sessions a verified logout token names.
+#[derive(Debug)]
+pub(super) struct LogoutTarget {
+    entries: Vec<IndexEntry>,
+}
+
+pub(super) fn handle_request(request: &RequestHead) -> Next {
+    if request.method != "POST" {
+        return Next::Done(respond(
+            bad_request(405, "the back-channel logout endpoint only accepts POST")
+                .with_header("allow", "POST"),
+        ));
+    }
+    Next::Wait(
+        Box::new(Expect::LogoutTokenBody),
+        Step::ReadBody {
+            max_bytes: MAX_BODY_BYTES,
+        },
+    )
+}
+
+pub(super) fn handle_body<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    body: Option<&[u8]>,
+    _: bool,
+) -> Next {
+    let Some(body) = body else {
+        return Next::Done(respond(bad_request(413, "the request body is too large")));
+    };
+    let mut tokens = url::form_urlencoded::parse(body)
+        .filter(|(name, _)| name == "logout_token")
+        .map(|(_, value)| value.into_owned());
+    let (Some(token), None) = (tokens.next(), tokens.next()) else {
+        return Next::Done(respond(bad_request(
+            400,
+            "exactly one logout_token parameter is required",
+        )));
+    };
+    verify(ctx, &token, true)
+}
+
+pub(super) fn verify<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    token: &str,
+    may_refetch_keys: bool,
+) -> Next {
+    let Some(provider) = ctx.provider else {
+        return Next::Done(respond(
+            pages::json_error(
+                503,
+                "temporarily_unavailable",
+                "provider metadata is not loaded yet",
+            )
+            .with_header("retry-after", "2"),
+        ));
+    };
+    let config = ctx.config;
+    let expect = LogoutTokenExpectations {
+        issuer: &config.issuer,
+        client_id: &config.client_id,
+        allowed_algorithms: &config.allowed_algorithms,
+        now: ctx.now,
+        clock_skew: config.clock_skew,
+        max_age: MAX_TOKEN_AGE,
+    };
+    let verified = match verify_logout_token(token, &provider.jwks, &expect) {
+        Ok(verified) => verified,
+        Err(LogoutTokenError::Jwt(JwtError::UnknownKid(_)))
+            if may_refetch_keys && provider.may_refetch_jwks(ctx.now) =>
+        {
+            return Next::Wait(
+                Box::new(Expect::LogoutTokenJwks(token.to_string())),
+                Step::RefetchJwks,
+            );
+        }
+        Err(err) => {
+            log::warn!("back-channel logout token refused: {err}");
+            return Next::Done(respond(bad_request(400, &err.to_string())));
+        }
+    };
+
+    // §2.7: a `sid` names one session at the provider; a `sub` alone, all of the user's.
+    let entry = match (&verified.sid, &verified.sub) {
+        (Some(sid), _) => IndexEntry::sid(&config.issuer, sid),
+        (None, Some(sub)) => IndexEntry::sub(&config.issuer, sub),
+        (None, None) => {
+            return Next::Done(respond(bad_request(400, "logout token names no session")))
+        }
+    };
+    let step = Step::RecordOnce {
+        key: once::ledger_key("logout", verified.iat, MAX_TOKEN_AGE + config.clock_skew),
+        issued_at: verified.iat,
+        value: verified.jti,
+    };
+    Next::Wait(
+        Box::new(Expect::LogoutTokenRecorded(LogoutTarget {
+            entries: vec![entry],
+        })),
+        step,
+    )
+}
+
+pub(super) fn end_sessions(target: LogoutTarget, first_use: bool) -> Next {
+    if !first_use {
+        log::warn!("back-channel logout token replayed (jti seen before)");
+        return Next::Done(respond(bad_request(
+            400,
+            "logout token already used (jti replayed)",
+        )));
+    }
+    Next::Wait(
+        Box::new(Expect::SessionsEnded),
+        Step::EndSessions {
+            entries: target.entries,
+        },
+    )
+}
+
+pub(super) fn done(count: usize) -> Step {
+    log::info!("back-channel logout ended {count} session(s)");
+    respond(LocalResponse {
+        status: 200,
+        headers: vec![("cache-control".to_string(), "no-store".to_string())],
+        body: Vec::new(),
+    })
+}
+
+fn bad_request(status: u16, description: &str) -> LocalResponse {
+    pages::json_error(status, "invalid_request", description)
+}

@@ -1,0 +1,701 @@
+//! Sessions in a shared key-value store with compare-and-swap (Envoy's shared
+//! data), laid out in buckets with an index (see [`super::buckets`]).
+//!
+//! Every read-modify-write goes through compare-and-swap and retries on a
+//! conflict, because all workers write the same keys.
+
+use super::buckets::{IndexBucket, IndexEntry, Layout, SessionBucket};
+use super::once::{self, Mark};
+use super::{Session, SessionKey};
+use crate::flow::StoreWrite;
+
+/// The host's shared key-value store.
+pub trait SharedData {
+    /// The value and its version; the empty value removal leaves is absent.
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes unless `cas` is given and the key changed since that version.
+    /// Like Envoy, an absent key accepts any `cas`.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    CasMismatch,
+    Failed(String),
+}
+
+const SWEEP_STATE_KEY: &str = "sweep/state";
+
+/// Width of the creation-time histogram a pass keeps to find the ceiling's
+/// cut-off without holding every session's creation time.
+const HISTOGRAM_BINS: u64 = 1024;
+
+/// Progress of the sweep, shared by the workers that take turns at it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SweepState {
+    cursor: u32,
+    lease_until: u64,
+    next_pass_at: u64,
+    /// Sessions created before this are evicted (ceiling); 0 for none.
+    evict_before: u64,
+    live: u64,
+    /// Live sessions by creation time: bin i counts `origin + i * width ..`.
+    origin: u64,
+    width: u64,
+    bins: Vec<u64>,
+}
+
+impl SweepState {
+    fn new(now: u64) -> SweepState {
+        SweepState {
+            cursor: 0,
+            lease_until: 0,
+            next_pass_at: now,
+            evict_before: 0,
+            live: 0,
+            origin: 0,
+            width: 1,
+            bins: Vec::new(),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<SweepState> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn count(&mut self, created: impl Iterator<Item = u64>, now: u64, span: u64) {
+        if self.bins.is_empty() {
+            // No live session was created longer than its absolute lifetime ago.
+            self.origin = now.saturating_sub(span);
+            self.width = span.div_ceil(HISTOGRAM_BINS).max(1) + 1;
+            self.bins = vec![0; HISTOGRAM_BINS as usize + 1];
+        }
+        for at in created {
+            self.live += 1;
+            let bin = (at.saturating_sub(self.origin) / self.width).min(HISTOGRAM_BINS) as usize;
+            if let Some(count) = self.bins.get_mut(bin) {
+                *count += 1;
+            }
+        }
+    }
+
+    /// Ends a pass: the next one starts after `interval`, evicting the oldest
+    /// bins' sessions if the pass counted more than `max` live sessions.
+    fn finish_pass(&mut self, now: u64, interval: u64, max: u32) {
+        let mut excess = self.live.saturating_sub(u64::from(max));
+        self.evict_before = 0;
+        if excess > 0 {
+            for (i, count) in self.bins.iter().enumerate() {
+                let end = self.origin + (i as u64 + 1) * self.width;
+                self.evict_before = end;
+                if *count >= excess {
+                    break;
+                }
+                excess -= count;
+            }
+        }
+        self.cursor = 0;
+        self.live = 0;
+        self.bins.clear();
+        self.next_pass_at = if self.evict_before > 0 {
+            now
+        } else {
+            now + interval
+        };
+    }
+}
+
+/// What a store operation did, for the metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub created: usize,
+    pub expired: usize,
+    pub evicted: usize,
+    /// Live sessions after a sweep.
+    pub live: usize,
+}
+
+/// Conflicts on one key are rare and short; give up rather than spin.
+const CAS_ATTEMPTS: usize = 16;
+
+/// Reads `key`, lets `change` edit the decoded value, writes it back with
+/// compare-and-swap, and retries on conflict. `change` returns `None` to write
+/// nothing; its result is returned.
+fn update<T, V>(
+    data: &impl SharedData,
+    key: &str,
+    decode: impl Fn(Option<&[u8]>) -> V,
+    encode: impl Fn(&V) -> Vec<u8>,
+    mut change: impl FnMut(&mut V) -> Option<T>,
+) -> Option<T> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = data.get(key);
+        let mut value = decode(bytes.as_deref());
+        let result = change(&mut value)?;
+        match data.set(key, &encode(&value), cas) {
+            Ok(()) => return Some(result),
+            Err(WriteError::CasMismatch) => continue,
+            Err(WriteError::Failed(reason)) => {
+                log::error!("shared data write of {key} failed: {reason}");
+                return None;
+            }
+        }
+    }
+    log::error!("shared data key {key} stayed contended; update dropped");
+    None
+}
+
+/// The shared-data session store.
+pub struct SessionStore<D: SharedData> {
+    pub data: D,
+    pub layout: Layout,
+    pub issuer: String,
+    pub idle_timeout: u64,
+    pub absolute_timeout: u64,
+    pub max_sessions: u32,
+}
+
+impl<D: SharedData> SessionStore<D> {
+    pub fn load(&self, key: &SessionKey) -> Option<Vec<u8>> {
+        let (bytes, _) = self.data.get(&self.layout.session_bucket(key));
+        SessionBucket::decode(bytes.as_deref())
+            .get(key)
+            .map(Session::encode)
+    }
+
+    pub fn apply(&self, writes: Vec<StoreWrite>) -> Changes {
+        let mut changes = Changes::default();
+        for write in writes {
+            match write {
+                StoreWrite::Put { key, session } => self.put(key, *session, &mut changes),
+                StoreWrite::Touch { key, at } => {
+                    self.update_bucket(&key, |bucket| {
+                        let session = bucket.get_mut(&key)?;
+                        session.last_seen = session.last_seen.max(at);
+                        Some(())
+                    });
+                }
+                StoreWrite::Delete { key } => {
+                    if let Some(session) = self.update_bucket(&key, |bucket| bucket.remove(&key)) {
+                        self.unindex(&key, &session);
+                    }
+                }
+            }
+        }
+        changes
+    }
+
+    fn put(&self, key: SessionKey, session: Session, changes: &mut Changes) {
+        let layout = self.layout;
+        let new = self.update_bucket(&key, |bucket| {
+            let new = bucket.get(&key).is_none();
+            let evicted = bucket.put(&key, session.clone(), &layout);
+            Some((new, evicted))
+        });
+        let Some((new, evicted)) = new else { return };
+        if new {
+            changes.created += 1;
+            for entry in IndexEntry::for_session(&self.issuer, &session) {
+                self.update_index(&entry, |index| {
+                    index.add(&entry, &key, session.expires_at);
+                    Some(())
+                });
+            }
+        }
+        if !evicted.is_empty() {
+            log::info!(
+                "session ceiling: evicted {} oldest session(s) from a full bucket",
+                evicted.len()
+            );
+            changes.evicted += evicted.len();
+        }
+        for (evicted_key, evicted_session) in evicted {
+            self.unindex(&evicted_key, &evicted_session);
+        }
+    }
+
+    /// Marks the session as being refreshed, unless another worker already is.
+    pub fn claim_refresh(&self, key: &SessionKey, now: u64, until: u64) -> bool {
+        self.update_bucket(key, |bucket| {
+            let session = bucket.get_mut(key)?;
+            if session.refresh_in_progress(now) {
+                return None;
+            }
+            session.refreshing_until = Some(until);
+            Some(())
+        })
+        .is_some()
+    }
+
+    /// Ends every session the entries name; returns how many there were.
+    pub fn end_sessions(&self, entries: &[IndexEntry]) -> usize {
+        let mut ended = 0;
+        for entry in entries {
+            let keys = self
+                .update_index(entry, |index| Some(index.take(entry)))
+                .unwrap_or_default();
+            for key in keys {
+                if let Some(session) = self.update_bucket(&key, |bucket| bucket.remove(&key)) {
+                    self.unindex(&key, &session);
+                    ended += 1;
+                }
+            }
+        }
+        ended
+    }
+
+    /// Sweeps the next slice of buckets, so that one pass over the whole store
+    /// takes `interval` seconds of ticks and no tick stalls its worker for long.
+    /// Workers take turns through a lease in the shared sweep state. Expired
+    /// sessions go; at the end of each pass, if more than the ceiling were
+    /// live, the next pass evicts the oldest.
+    pub fn sweep_tick(&self, now: u64, interval: u64) -> Option<Changes> {
+        let buckets = self.layout.bucket_count();
+        let slice = buckets.div_ceil(interval.max(1) as u32).max(1);
+        let (bytes, cas) = self.data.get(SWEEP_STATE_KEY);
+        let Some(mut state) = bytes.as_deref().and_then(SweepState::decode) else {
+            // Create the key first: compare-and-swap on an absent key always succeeds.
+            let _ = self
+                .data
+                .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), None);
+            return None;
+        };
+        if now < state.lease_until || now < state.next_pass_at && state.cursor == 0 {
+            return None;
+        }
+        state.lease_until = now + 30;
+        let (_, cas) = match self.data.set(SWEEP_STATE_KEY, &state.encode(), cas) {
+            Ok(()) => self.data.get(SWEEP_STATE_KEY),
+            Err(_) => return None,
+        };
+
+        let mut changes = Changes::default();
+        let end = state.cursor.saturating_add(slice).min(buckets);
+        for index in state.cursor..end {
+            self.sweep_bucket(index, now, state.evict_before, &mut state, &mut changes);
+        }
+        state.cursor = end;
+        if state.cursor >= buckets {
+            changes.live = state.live as usize;
+            state.finish_pass(now, interval, self.max_sessions);
+        }
+        state.lease_until = 0;
+        // A lost update only repeats part of a pass.
+        let _ = self.data.set(SWEEP_STATE_KEY, &state.encode(), cas);
+        if changes.expired > 0 || changes.evicted > 0 {
+            log::info!(
+                "session sweep: {} expired, {} evicted over the ceiling",
+                changes.expired,
+                changes.evicted
+            );
+        }
+        Some(changes)
+    }
+
+    /// A whole pass at once, and the evicting pass the ceiling may call for
+    /// (tests, benchmarks).
+    pub fn sweep_all(&self, now: u64) -> Changes {
+        let _ = self
+            .data
+            .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), None);
+        let mut total = Changes::default();
+        for _ in 0..2 {
+            let Some(changes) = self.sweep_tick(now, 1) else {
+                break;
+            };
+            total.expired += changes.expired;
+            total.evicted += changes.evicted;
+            total.live = changes.live;
+        }
+        total
+    }
+
+    fn sweep_bucket(
+        &self,
+        index: u32,
+        now: u64,
+        evict_before: u64,
+        state: &mut SweepState,
+        changes: &mut Changes,
+    ) {
+        let index_key = self.layout.index_bucket_at(index);
+        if let (Some(bytes), _) = self.data.get(&index_key) {
+            if IndexBucket::decode(Some(&bytes)).sweep(now) {
+                update(
+                    &self.data,
+                    &index_key,
+                    IndexBucket::decode,
+                    IndexBucket::encode,
+                    |index| index.sweep(now).then_some(()),
+                );
+            }
+        }
+
+        let key = self.layout.session_bucket_at(index);
+        let (bytes, _) = self.data.get(&key);
+        let Some(bytes) = bytes else { return };
+        let mut preview = SessionBucket::decode(Some(&bytes));
+        let removed = preview.sweep(now, self.idle_timeout, evict_before);
+        if removed.expired.is_empty() && removed.evicted.is_empty() {
+            state.count(preview.created_at(), now, self.absolute_timeout);
+            return;
+        }
+        let swept = update(
+            &self.data,
+            &key,
+            SessionBucket::decode,
+            SessionBucket::encode,
+            |bucket| {
+                let removed = bucket.sweep(now, self.idle_timeout, evict_before);
+                Some((removed, bucket.created_at().collect::<Vec<_>>()))
+            },
+        );
+        let Some((removed, remaining)) = swept else {
+            return;
+        };
+        state.count(remaining.into_iter(), now, self.absolute_timeout);
+        changes.expired += removed.expired.len();
+        changes.evicted += removed.evicted.len();
+        // Expired sessions' index links expire with them; evicted ones go now.
+        for (key, session) in &removed.evicted {
+            self.unindex(key, session);
+        }
+    }
+
+    fn unindex(&self, key: &SessionKey, session: &Session) {
+        for entry in IndexEntry::for_session(&self.issuer, session) {
+            self.update_index(&entry, |index| {
+                index.remove(&entry, key);
+                Some(())
+            });
+        }
+    }
+
+    fn update_bucket<T>(
+        &self,
+        key: &SessionKey,
+        change: impl FnMut(&mut SessionBucket) -> Option<T>,
+    ) -> Option<T> {
+        update(
+            &self.data,
+            &self.layout.session_bucket(key),
+            SessionBucket::decode,
+            SessionBucket::encode,
+            change,
+        )
+    }
+
+    fn update_index<T>(
+        &self,
+        entry: &IndexEntry,
+        change: impl FnMut(&mut IndexBucket) -> Option<T>,
+    ) -> Option<T> {
+        update(
+            &self.data,
+            &self.layout.index_bucket(entry),
+            IndexBucket::decode,
+            IndexBucket::encode,
+            change,
+        )
+    }
+}
+
+/// Records `value` in a single-use ledger. `true` on first use.
+pub fn record_once(data: &impl SharedData, key: &str, issued_at: u64, value: &str) -> bool {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = data.get(key);
+        match once::mark(bytes.as_deref(), issued_at, value) {
+            Mark::AlreadyUsed => return false,
+            Mark::Record(updated) => match data.set(key, &updated, cas) {
+                Ok(()) => return true,
+                Err(WriteError::CasMismatch) => continue,
+                Err(WriteError::Failed(reason)) => {
+                    log::error!("single-use ledger write failed: {reason}");
+                    return false;
+                }
+            },
+        }
+    }
+    log::error!("single-use ledger stayed contended; refused");
+    false
+}
+
+/// Shared data in memory with Envoy's semantics, for tests and benchmarks.
+#[derive(Default)]
+pub struct InMemory {
+    entries: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+    version: std::cell::Cell<u32>,
+}
+
+impl InMemory {
+    /// Total bytes of keys and values, as Envoy holds them.
+    pub fn bytes(&self) -> usize {
+        self.entries
+            .borrow()
+            .iter()
+            .map(|(k, (v, _))| k.len() + v.len())
+            .sum()
+    }
+
+    pub fn keys(&self) -> usize {
+        self.entries.borrow().len()
+    }
+}
+
+impl SharedData for InMemory {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.entries.borrow().get(key) {
+            Some((value, cas)) if !value.is_empty() => (Some(value.clone()), Some(*cas)),
+            Some((_, cas)) => (None, Some(*cas)),
+            None => (None, None),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError> {
+        let mut entries = self.entries.borrow_mut();
+        if let (Some((_, current)), Some(cas)) = (entries.get(key), cas) {
+            if *current != cas {
+                return Err(WriteError::CasMismatch);
+            }
+        }
+        let version = self.version.get().wrapping_add(1);
+        self.version.set(version);
+        entries.insert(key.to_string(), (value.to_vec(), version));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUER: &str = "https://idp.example";
+
+    fn store(max_sessions: u32) -> SessionStore<InMemory> {
+        SessionStore {
+            data: InMemory::default(),
+            layout: Layout::new(max_sessions),
+            issuer: ISSUER.to_string(),
+            idle_timeout: 100,
+            absolute_timeout: 1_000_000,
+            max_sessions,
+        }
+    }
+
+    fn session(sub: &str, sid: &str, created_at: u64) -> Session {
+        Session {
+            sub: sub.to_string(),
+            sid: Some(sid.to_string()),
+            created_at,
+            expires_at: created_at + 1000,
+            last_seen: created_at,
+            access_token: format!("at-{sub}"),
+            access_token_expires_at: Some(created_at + 300),
+            refresh_token: Some("rt".to_string()),
+            id_token: None,
+            claims: Default::default(),
+            refreshing_until: None,
+        }
+    }
+
+    fn key(n: u32) -> SessionKey {
+        SessionKey::from_hash(crate::crypto::sha256_b64url(&n.to_le_bytes()))
+    }
+
+    fn put(store: &SessionStore<InMemory>, n: u32, s: Session) -> Changes {
+        store.apply(vec![StoreWrite::Put {
+            key: key(n),
+            session: Box::new(s),
+        }])
+    }
+
+    fn load(store: &SessionStore<InMemory>, n: u32) -> Option<Session> {
+        store.load(&key(n)).and_then(|b| Session::decode(&b))
+    }
+
+    #[test]
+    fn sessions_round_trip_and_delete() {
+        let store = store(100);
+        assert_eq!(put(&store, 1, session("alice", "s1", 10)).created, 1);
+        assert_eq!(
+            put(&store, 1, session("alice", "s1", 10)).created,
+            0,
+            "a replacement is not new"
+        );
+        assert_eq!(load(&store, 1).unwrap().sub, "alice");
+        assert!(load(&store, 2).is_none());
+        store.apply(vec![StoreWrite::Delete { key: key(1) }]);
+        assert!(load(&store, 1).is_none());
+        assert_eq!(
+            store.end_sessions(&[IndexEntry::sub(ISSUER, "alice")]),
+            0,
+            "the index forgot it"
+        );
+    }
+
+    #[test]
+    fn only_one_worker_claims_a_refresh_and_a_touch_never_undoes_it() {
+        let store = store(100);
+        put(&store, 1, session("alice", "s1", 10));
+        assert!(store.claim_refresh(&key(1), 20, 30));
+        assert!(!store.claim_refresh(&key(1), 21, 31), "claimed until 30");
+        assert!(
+            store.claim_refresh(&key(1), 30, 40),
+            "an abandoned claim lapses"
+        );
+        assert!(
+            !store.claim_refresh(&key(2), 20, 30),
+            "no session, nothing to claim"
+        );
+
+        let mut refreshed = load(&store, 1).unwrap();
+        refreshed.access_token = "at-new".to_string();
+        refreshed.refreshing_until = None;
+        put(&store, 1, refreshed);
+        // A worker that read the session before the refresh records activity.
+        store.apply(vec![StoreWrite::Touch {
+            key: key(1),
+            at: 35,
+        }]);
+        let stored = load(&store, 1).unwrap();
+        assert_eq!(stored.access_token, "at-new");
+        assert_eq!(stored.last_seen, 35);
+    }
+
+    #[test]
+    fn back_channel_logout_ends_sessions_by_sid_or_sub() {
+        let store = store(100);
+        put(&store, 1, session("alice", "s1", 10));
+        put(&store, 2, session("alice", "s2", 10));
+        put(&store, 3, session("bob", "s3", 10));
+        assert_eq!(store.end_sessions(&[IndexEntry::sid(ISSUER, "s1")]), 1);
+        assert!(load(&store, 1).is_none() && load(&store, 2).is_some());
+        assert_eq!(store.end_sessions(&[IndexEntry::sub(ISSUER, "alice")]), 1);
+        assert!(load(&store, 2).is_none());
+        assert!(load(&store, 3).is_some(), "bob is untouched");
+        assert_eq!(
+            store.end_sessions(&[IndexEntry::sid("https://other", "s3")]),
+            0
+        );
+    }
+
+    #[test]
+    fn the_sweep_removes_expired_sessions_and_enforces_the_ceiling() {
+        let mut store = store(1000);
+        store.idle_timeout = 1_000_000;
+        store.absolute_timeout = 2048;
+        let mut bucket_evictions = 0;
+        for n in 0..1500 {
+            let mut s = session("u", &format!("s{n}"), 100 + u64::from(n));
+            s.expires_at = if n < 200 { 1000 } else { 3000 };
+            bucket_evictions += put(&store, n, s).evicted;
+        }
+        let before = store.data.keys();
+        let present: Vec<u32> = (0..1500).filter(|n| load(&store, *n).is_some()).collect();
+        let changes = store.sweep_all(2000);
+        let present_before = 1500 - bucket_evictions;
+        assert_eq!(present.len(), present_before);
+        assert!(
+            changes.expired <= 200 && changes.expired > 150,
+            "{changes:?}"
+        );
+        // The cut-off has the resolution of 1/1024 of the absolute lifetime (2 s here).
+        assert!((997..=1000).contains(&changes.live), "{changes:?}");
+        assert_eq!(
+            changes.expired + changes.evicted + changes.live,
+            present_before,
+            "{changes:?}"
+        );
+        let survivors: Vec<u32> = present
+            .iter()
+            .copied()
+            .filter(|n| load(&store, *n).is_some())
+            .collect();
+        assert_eq!(survivors.len(), changes.live);
+        let mut evicted_by_sweep = present
+            .iter()
+            .filter(|n| **n >= 200 && !survivors.contains(n));
+        let oldest_survivor = survivors.iter().min().unwrap();
+        assert!(evicted_by_sweep.clone().count() == changes.evicted);
+        assert!(
+            evicted_by_sweep.all(|n| n < oldest_survivor),
+            "the ceiling evicts the oldest"
+        );
+        assert!(
+            store.data.keys() <= before + 1,
+            "no new keys but the sweep state"
+        );
+        assert_eq!(store.sweep_all(2001).evicted, 0);
+    }
+
+    #[test]
+    fn a_pass_is_spread_over_the_interval_in_slices() {
+        let store = store(64);
+        for n in 0..40 {
+            let mut s = session("u", &format!("s{n}"), 10);
+            s.expires_at = 50;
+            put(&store, n, s);
+        }
+        assert!(
+            store.sweep_tick(100, 4).is_none(),
+            "the first tick creates the state"
+        );
+        let mut expired = 0;
+        let mut ticks = 0;
+        while let Some(changes) = store.sweep_tick(100, 4) {
+            expired += changes.expired;
+            ticks += 1;
+            assert!(ticks <= 4);
+        }
+        assert_eq!(ticks, 4, "16 buckets in slices of 4");
+        assert_eq!(expired, 40);
+        assert!((0..40).all(|n| load(&store, n).is_none()));
+        assert!(
+            store.sweep_tick(103, 4).is_none(),
+            "the next pass waits for the interval"
+        );
+        assert!(store.sweep_tick(104, 4).is_some());
+    }
+
+    #[test]
+    fn the_key_count_is_bounded_whatever_the_churn() {
+        let store = store(64);
+        for n in 0..5000 {
+            put(&store, n, session("u", &format!("s{n}"), u64::from(n)));
+            if n % 2 == 0 {
+                store.apply(vec![StoreWrite::Delete { key: key(n) }]);
+            }
+        }
+        let bucket_keys = store.layout.bucket_count() as usize;
+        assert!(
+            store.data.keys() <= 2 * bucket_keys,
+            "{} keys",
+            store.data.keys()
+        );
+    }
+
+    #[test]
+    fn a_ledger_entry_is_accepted_once() {
+        let data = InMemory::default();
+        assert!(record_once(&data, "once/x/1", 100, "state"));
+        assert!(!record_once(&data, "once/x/1", 100, "state"));
+        assert!(record_once(&data, "once/x/1", 100, "other"));
+    }
+
+    #[test]
+    fn in_memory_compare_and_swap_behaves_like_envoy() {
+        let data = InMemory::default();
+        assert!(
+            data.set("k", b"1", Some(99)).is_ok(),
+            "an absent key ignores the version"
+        );
+        let (_, cas) = data.get("k");
+        assert!(data.set("k", b"2", cas).is_ok());
+        assert_eq!(data.set("k", b"3", cas), Err(WriteError::CasMismatch));
+        assert_eq!(data.get("k").0.as_deref(), Some(&b"2"[..]));
+    }
+}
