@@ -211,3 +211,23 @@ def test_the_cookie_store_refuses_bad_or_missing_keys(gateway, keys):
     gw = gateway(_wait_ready=False, session={"store": "cookie"})
     assert gw.wait_exit() != 0
     assert "session.store" in gw.log()
+
+
+def test_a_refresh_reissues_the_cookie(gateway, browser, idp_factory):
+    idp = idp_factory()
+    # A margin as long as the access token's life: every request refreshes.
+    gw = gateway(_idp=idp, **cookie_store([K1], refresh_margin_seconds=3600))
+    alice = browser("alice")
+    login(alice, gw.url("/"), "alice")
+    before = session_cookies(alice)
+
+    refreshes = idp.token_requests("refresh_token")
+    r = alice.get(gw.url("/whoami"))
+    assert r.status == 200 and r.json()["headers"]["x-auth-request-user"] == "alice", r
+    assert idp.token_requests("refresh_token") == refreshes + 1
+    reissued = r.set_cookie(BASE)
+    assert reissued is not None and not reissued.expired, "the refreshed session goes back in the cookie"
+    assert session_cookies(alice) != before
+    assert user_at(alice, gw) == "alice", "the re-issued cookie opens"
+    assert idp.token_requests("refresh_token") == refreshes + 1, \
+        "the refresh claim on this replica holds for a few seconds: no second refresh"
