@@ -273,9 +273,8 @@ impl RequestFlow {
     pub fn handle_session<R: CryptoRngCore>(
         &mut self,
         ctx: &mut Context<'_, R>,
-        stored: Option<&[u8]>,
+        session: Option<Session>,
     ) -> Step {
-        let session = stored.and_then(Session::decode);
         match std::mem::take(&mut self.expect) {
             Expect::Session(request) => {
                 let key = session_id(ctx.config, &request).map(|id| id.store_key());

@@ -141,8 +141,8 @@ impl Rp {
             let (mut ctx, store, ledger) = self.ctx();
             step = match step {
                 Step::LoadSession { key } => {
-                    let value = store.get(key.as_str()).cloned();
-                    flow.handle_session(&mut ctx, value.as_deref())
+                    let value = store.get(key.as_str()).and_then(|v| Session::decode(v));
+                    flow.handle_session(&mut ctx, value)
                 }
                 Step::LoadDenyList { key } => {
                     let value = store.get(&key).cloned();

@@ -33,6 +33,8 @@ pub struct Filter {
     headers_only: bool,
     /// Waiting for the whole request body, up to this size.
     reading_body: Option<usize>,
+    /// The flow has forwarded or answered the request.
+    decided: bool,
 }
 
 impl Filter {
@@ -45,6 +47,7 @@ impl Filter {
             response_headers: Vec::new(),
             headers_only: false,
             reading_body: None,
+            decided: false,
         }
     }
 
@@ -92,7 +95,7 @@ impl Filter {
             step = match step {
                 Step::LoadSession { key } => {
                     let value = self.shared.store.load(&key);
-                    self.with_context(|flow, ctx| flow.handle_session(ctx, value.as_deref()))
+                    self.with_context(|flow, ctx| flow.handle_session(ctx, value))
                 }
                 Step::LoadDenyList { key } => {
                     let (value, _) = store::get(&key);
@@ -189,12 +192,14 @@ impl Filter {
                         None => {}
                     }
                     self.response_headers = forward.response_headers;
+                    self.decided = true;
                     if self.paused {
                         self.resume_http_request();
                     }
                     return Action::Continue;
                 }
                 Step::Respond(respond) => {
+                    self.decided = true;
                     let changes = self.shared.store.apply(respond.writes);
                     self.shared.metrics.record(&changes);
                     let response = respond.response;
@@ -270,7 +275,14 @@ impl Context for Filter {
 impl HttpContext for Filter {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(max_bytes) = self.reading_body else {
-            return Action::Continue;
+            // With allow_on_headers_stop_iteration, body chunks arrive while a
+            // callout is pending; letting one continue would forward the request
+            // before the flow decided, so they wait (buffered) until it has.
+            return if self.paused && !self.decided {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
         };
         if body_size > max_bytes {
             self.reading_body = None;

@@ -160,11 +160,9 @@ pub struct SessionStore<D: SharedData> {
 }
 
 impl<D: SharedData> SessionStore<D> {
-    pub fn load(&self, key: &SessionKey) -> Option<Vec<u8>> {
+    pub fn load(&self, key: &SessionKey) -> Option<Session> {
         let (bytes, _) = self.data.get(&self.layout.session_bucket(key));
-        SessionBucket::decode(bytes.as_deref())
-            .get(key)
-            .map(Session::encode)
+        SessionBucket::decode(bytes.as_deref()).remove(key)
     }
 
     pub fn apply(&self, writes: Vec<StoreWrite>) -> Changes {
@@ -514,7 +512,7 @@ mod tests {
     }
 
     fn load(store: &SessionStore<InMemory>, n: u32) -> Option<Session> {
-        store.load(&key(n)).and_then(|b| Session::decode(&b))
+        store.load(&key(n))
     }
 
     #[test]

@@ -26,6 +26,7 @@ from harness import (
     Idp,
     build_envoy_config,
     free_port,
+    logged_in,
 )
 
 POOL_SIZE = 12
@@ -171,7 +172,19 @@ def gw(workdir, idp, echo, port_pool, wasm):
         factory.stop_all(show_logs=True)
         raise
     yield gateway
-    factory.stop_all()
+    try:
+        assert_still_serving(gateway, workdir)
+    finally:
+        factory.stop_all()
+
+
+def assert_still_serving(gateway: Gateway, workdir: Path):
+    """After all the hostile input the shared gateway got, its VMs still work: a new login
+    and requests over new connections (both workers) succeed."""
+    b = Browser(workdir, "liveness")
+    logged_in(b, gateway, "/liveness")
+    statuses = [b.get(gateway.url("/liveness")).status for _ in range(8)]
+    assert statuses == [200] * 8, f"the shared gateway stopped serving logged-in requests: {statuses}"
 
 
 @pytest.fixture

@@ -542,7 +542,7 @@ class Browser:
 
     def request(self, method: str, url: str, *, headers=None, data: dict | str | bytes | None = None,
                 max_time: float = CURL_MAX_TIME, use_jar: bool = True, accept_html: bool = True,
-                path_as_is: bool = False) -> Response:
+                path_as_is: bool = False, http2: bool = False) -> Response:
         """One request. `headers` is a list of (name, value) or a dict; values may be bytes."""
         self._n += 1
         head_file = self.dir / f"h{self._n}"
@@ -553,6 +553,8 @@ class Browser:
             argv += ["-c", str(self.jar), "-b", str(self.jar)]
         if path_as_is:
             argv.append("--path-as-is")
+        if http2:
+            argv.append("--http2-prior-knowledge")  # h2c: cookies may come as several headers
         hdrs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
         if accept_html and not any(str(k).lower() in ("accept", b"accept") for k, _ in hdrs):
             hdrs.append(("Accept", "text/html,application/xhtml+xml"))
@@ -566,7 +568,9 @@ class Browser:
         if data is not None:
             if isinstance(data, dict):
                 data = urllib.parse.urlencode(data)
-            argv += ["--data-binary", data if isinstance(data, (str, bytes)) else str(data)]
+            data_file = self.dir / f"d{self._n}"
+            data_file.write_bytes(data.encode() if isinstance(data, str) else bytes(data))
+            argv += ["--data-binary", f"@{data_file}"]
         argv.append(url)
         proc = subprocess.run(argv, capture_output=True, timeout=max_time + 5)
         if proc.returncode != 0:

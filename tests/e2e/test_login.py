@@ -5,6 +5,8 @@ import base64
 import json
 import re
 
+import pytest
+
 from harness import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -51,7 +53,8 @@ def test_no_session_redirects_to_idp(gw, browser):
     assert c.has("secure") and c.has("httponly"), c.raw
     assert c.attrs.get("samesite", "").lower() == "lax", c.raw
     assert not c.has("domain"), "__Host- cookies must not have a Domain"
-    # The redirect itself is not cacheable and leaks nothing to the upstream.
+    # The redirect is not cacheable and creates no session.
+    assert "no-store" in (r.header("cache-control") or ""), r
     assert SESSION_COOKIE not in [x.name for x in r.set_cookies()]
 
 
@@ -197,3 +200,52 @@ def test_upstream_authorization_none_sends_no_token(gateway, browser):
     h = b.get(gw.url("/")).json()["headers"]
     assert "authorization" not in h, h
     assert h["x-auth-request-user"] == "alice"
+
+
+def test_session_cookie_is_a_fresh_opaque_id(gw, browser):
+    """store=shared_data: the cookie carries an identifier, not tokens; every login makes a new
+    one, and a session id planted before the login (fixation) is not adopted."""
+    b = browser()
+    b.set_cookie(SESSION_COOKIE, "planted-by-attacker-0123456789abcdef", secure=True)
+    logged_in(b, gw, "/")
+    first = b.cookie(SESSION_COOKIE).value
+    assert first != "planted-by-attacker-0123456789abcdef"
+    assert len(first) < 200 and "eyJ" not in first, first
+    b.remove_cookie(SESSION_COOKIE)
+    logged_in(b, gw, "/")
+    assert b.cookie(SESSION_COOKIE).value not in (first, "")
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2c"])
+def test_session_cookie_found_among_several_cookie_headers(http2, gw, browser):
+    b = browser()
+    logged_in(b, gw, "/")
+    session = b.cookie(SESSION_COOKIE).value
+    r = b.get(gw.url("/multi"), use_jar=False, http2=http2,
+              headers=[("Cookie", "a=1; b=2"), ("Cookie", f"{SESSION_COOKIE}={session}"), ("Cookie", "c=3")])
+    assert r.status == 200, r
+    h = r.json()["headers"]
+    assert h["x-auth-request-user"] == "alice"
+    names = cookie_names(h.get("cookie"))
+    assert {"a", "b", "c"} <= set(names), h.get("cookie")
+    assert SESSION_COOKIE not in names
+
+
+def test_post_bodies_reach_the_upstream_intact(gw, browser):
+    b = browser()
+    logged_in(b, gw, "/")
+    small = b.post(gw.url("/form"), "a=1&b=2", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert small.status == 200, small
+    seen = small.json()
+    assert (seen["method"], seen["body"]) == ("POST", "a=1&b=2")
+    assert seen["headers"]["x-auth-request-user"] == "alice"
+    big_body = "x" * 200_000
+    big = b.post(gw.url("/upload"), big_body, headers={"Content-Type": "text/plain"})
+    assert big.status == 200, big
+    assert big.json()["body"] == big_body
+
+
+def test_post_without_session_does_not_reach_the_upstream(gw, browser):
+    r = browser().post(gw.url("/form"), "secret=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status in (302, 401), r
+    assert b"secret=1" not in r.body

@@ -48,6 +48,8 @@ def test_envoy_yaml_is_consistent():
     assert (listener["address"], listener["port_value"]) == ("127.0.0.1", 8080)
     wf = wasm_filter(cfg)["typed_config"]["config"]
     assert wf["failure_policy"] == "FAIL_CLOSED"
+    # Request bodies (back-channel logout) must reach the filter while it pauses on headers.
+    assert wf["allow_on_headers_stop_iteration"] is True
     assert wf["vm_config"]["vm_id"], "a unique vm_id keeps shared data apart from other plugins"
     assert wf["vm_config"]["code"]["local"]["filename"] == "target/wasm32-wasip1/release/oidc_filter.wasm"
     fc = filter_config(cfg)
