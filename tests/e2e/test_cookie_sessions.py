@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import subprocess
 import time
@@ -231,3 +232,31 @@ def test_a_refresh_reissues_the_cookie(gateway, browser, idp_factory):
     assert user_at(alice, gw) == "alice", "the re-issued cookie opens"
     assert idp.token_requests("refresh_token") == refreshes + 1, \
         "the refresh claim on this replica holds for a few seconds: no second refresh"
+
+
+def test_a_back_channel_logout_denies_the_cookie_on_the_replica_that_received_it(
+        gateway, browser, idp_factory, port_pool):
+    port = port_pool.take()
+    bcl_path = "/oauth2/backchannel-logout"
+    idp = idp_factory(backchannel_logout_uri=f"http://127.0.0.1:{port}{bcl_path}")
+    gw = gateway(_idp=idp, _port=port, backchannel_logout_path=bcl_path, **cookie_store([K1]))
+    alice = browser("alice")
+    login(alice, gw.url("/"), "alice")
+    assert user_at(alice, gw) == "alice"
+
+    # RP-initiated logout expires the cookie here and ends the IdP session, which sends
+    # the back-channel logout. A copy of the cookie kept elsewhere must not work either.
+    kept = dict(session_cookies(alice))
+    out = alice.get(gw.url("/oauth2/logout"))
+    assert out.status == 302 and out.location.startswith(f"{idp.issuer}/session/end?"), out
+    page = alice.get(out.location)
+    xsrf = re.search(r'name="xsrf" value="([^"]+)"', page.text)
+    assert xsrf, page.text[:500]
+    done = alice.post(f"{idp.issuer}/session/end/confirm", {"xsrf": xsrf.group(1), "logout": "yes"})
+    assert done.status in (302, 303), done
+    assert idp.stats()["backchannel"] == {"success": 1, "error": 0}, idp.log()[-2000:]
+    assert_new_login(copy_of(None, browser, kept).get(gw.url("/")), gw, kept)
+
+    bob = browser("bob")
+    login(bob, gw.url("/"), "bob")
+    assert user_at(bob, gw) == "bob", "other users' cookie sessions are unaffected"
