@@ -59,6 +59,8 @@ impl fmt::Debug for Secret {
 #[serde(rename_all = "snake_case")]
 pub enum SessionStoreKind {
     SharedData,
+    /// The session sealed into the browser's cookies: no server state, any replica.
+    Cookie,
 }
 
 /// What goes to the upstream in `Authorization`.
@@ -81,7 +83,8 @@ pub struct CookieConfig {
 
 impl CookieConfig {
     pub fn is_ours(&self, name: &[u8]) -> bool {
-        name == self.session_name.as_bytes() || name.starts_with(self.login_prefix.as_bytes())
+        crate::session::chunks::is_session_cookie(name, &self.session_name)
+            || name.starts_with(self.login_prefix.as_bytes())
     }
 }
 
@@ -466,6 +469,14 @@ impl Config {
             10,
             absolute_timeout,
         )?;
+        let store = raw.session.store.unwrap_or(SessionStoreKind::SharedData);
+        // A per-process random key would end every session at the next replica or restart.
+        if store == SessionStoreKind::Cookie && sealing_keys.is_none() {
+            return Err(ConfigError::new(
+                "session.store",
+                "cookie needs cookie.keys or cookie.keys_env (the same keys on every replica)",
+            ));
+        }
         let refresh_margin = bounded(
             "session.refresh_margin_seconds",
             raw.session.refresh_margin_seconds,
@@ -488,7 +499,7 @@ impl Config {
             3600,
         )?;
         let session = SessionConfig {
-            store: raw.session.store.unwrap_or(SessionStoreKind::SharedData),
+            store,
             absolute_timeout,
             idle_timeout,
             refresh_margin,
@@ -978,6 +989,21 @@ mod tests {
         let err = Config::parse(&bytes, |_| None).unwrap_err();
         assert_eq!(err.field, "client_secret_env");
         assert!(err.message.contains("OIDC_SECRET"));
+    }
+
+    #[test]
+    fn the_cookie_store_requires_configured_keys() {
+        let err = error(&with("session", serde_json::json!({"store": "cookie"})));
+        assert_eq!(err.field, "session.store");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&with("session", serde_json::json!({"store": "cookie"})))
+                .unwrap();
+        json["cookie"] =
+            serde_json::json!({"keys": ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]});
+        let config = Config::parse(&serde_json::to_vec(&json).unwrap(), |_| None).unwrap();
+        assert_eq!(config.session.store, SessionStoreKind::Cookie);
+        assert!(config.cookies.is_ours(b"__Host-oidc-session-3"));
+        assert!(!config.cookies.is_ours(b"__Host-oidc-sessionx"));
     }
 
     #[test]

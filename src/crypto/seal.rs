@@ -139,18 +139,28 @@ pub fn seal(
 
 /// The plaintext if any key opens the value with this associated data.
 pub fn open(keys: &SealingKeys, associated_data: &[u8], sealed: &str) -> Option<Vec<u8>> {
+    open_with_key_index(keys, associated_data, sealed).map(|(plaintext, _)| plaintext)
+}
+
+/// Like [`open`], also saying which key opened it: anything but 0 was sealed
+/// with a retired key and should be sealed again with the first.
+pub fn open_with_key_index(
+    keys: &SealingKeys,
+    associated_data: &[u8],
+    sealed: &str,
+) -> Option<(Vec<u8>, usize)> {
     let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
     if bytes.len() < NONCE_LEN + TAG_LEN {
         return None;
     }
     let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
     let nonce = Nonce::from(<[u8; NONCE_LEN]>::try_from(nonce).ok()?);
-    keys.ciphers.iter().find_map(|cipher| {
+    keys.ciphers.iter().enumerate().find_map(|(index, cipher)| {
         let payload = Payload {
             msg: ciphertext,
             aad: associated_data,
         };
-        cipher.decrypt(&nonce, payload).ok()
+        cipher.decrypt(&nonce, payload).ok().map(|p| (p, index))
     })
 }
 
@@ -252,6 +262,20 @@ mod tests {
         let sealed_new = seal(&rotated, b"ad", b"w", &mut rng());
         assert_eq!(open(&keys(&[new]), b"ad", &sealed_new).unwrap(), b"w");
         assert_eq!(open(&keys(&[old]), b"ad", &sealed_new), None);
+    }
+
+    #[test]
+    fn the_opening_key_is_reported() {
+        let sealed = seal(&keys(&[[1; 32]]), b"ad", b"v", &mut rng());
+        let rotated = keys(&[[2; 32], [1; 32]]);
+        assert_eq!(
+            open_with_key_index(&rotated, b"ad", &sealed),
+            Some((b"v".to_vec(), 1))
+        );
+        assert_eq!(
+            open_with_key_index(&keys(&[[1; 32]]), b"ad", &sealed),
+            Some((b"v".to_vec(), 0))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod access;
 mod backchannel;
 mod bearer;
 mod callback;
+mod cookie_store;
 mod identity;
 mod login;
 mod logout;
@@ -20,7 +21,7 @@ mod upstream_identity;
 
 use rand_core::CryptoRngCore;
 
-use crate::config::Config;
+use crate::config::{Config, SessionStoreKind};
 use crate::crypto::seal::SealingKeys;
 use crate::http::cookies;
 use crate::http::pages::{self, LocalResponse};
@@ -79,6 +80,10 @@ pub enum Step {
     Respond(Respond),
     /// Read the session stored under `key`, then call [`RequestFlow::handle_session`].
     LoadSession { key: SessionKey },
+    /// Cookie sessions only: read the deny-list of revoked sessions stored under
+    /// `key` (see [`crate::session::deny_list`]), then call
+    /// [`RequestFlow::handle_deny_list`].
+    LoadDenyList { key: String },
     /// Record `value` as used in the single-use ledger under `key` (see
     /// [`crate::session::once`]), then call [`RequestFlow::handle_once_recorded`].
     RecordOnce {
@@ -209,6 +214,7 @@ enum Expect {
     Request,
     Session(RequestHead),
     LogoutSession(RequestHead),
+    DenyList(Box<cookie_store::Pending>),
     RefreshClaim(refresh::Refresh),
     RefreshResponse(refresh::Refresh),
     LogoutTokenBody,
@@ -228,6 +234,8 @@ enum Expect {
 #[derive(Debug, Default)]
 pub struct RequestFlow {
     expect: Expect,
+    /// Cookie store: what the request brought, for the cookies it leaves with.
+    cookie_jar: cookie_store::Jar,
 }
 
 impl RequestFlow {
@@ -241,8 +249,13 @@ impl RequestFlow {
         request: RequestHead,
     ) -> Step {
         let (path, _) = paths::split_path_query(&request.target);
+        let cookie_store = ctx.config.session.store == SessionStoreKind::Cookie;
+        if cookie_store {
+            self.cookie_jar = cookie_store::Jar::from_request(ctx.config, &request);
+        }
         if path == ctx.config.callback_path.as_bytes() {
-            return self.finish_or(callback::handle_callback(ctx, &request));
+            let next = callback::handle_callback(ctx, &request);
+            return self.finish_or(ctx, next);
         }
         if ctx
             .config
@@ -251,18 +264,29 @@ impl RequestFlow {
             .map(str::as_bytes)
             == Some(path)
         {
-            return self.finish_or(backchannel::handle_request(&request));
+            let next = backchannel::handle_request(&request);
+            return self.finish_or(ctx, next);
         }
         let is_logout = ctx.config.logout_path.as_deref().map(str::as_bytes) == Some(path);
         if !is_logout {
             match access::gate(ctx, &request) {
-                access::Gate::Done(step) => return self.finish(step),
+                access::Gate::Done(step) => return self.finish(ctx, step),
                 access::Gate::Bearer(token) => {
                     let bearer = bearer::BearerRequest { request, token };
-                    return self.finish_or(bearer::authenticate(ctx, bearer, true));
+                    let next = bearer::authenticate(ctx, bearer, true);
+                    return self.finish_or(ctx, next);
                 }
                 access::Gate::Session => {}
             }
+        }
+        if cookie_store {
+            return match cookie_store::open_request(ctx, request, is_logout, &mut self.cookie_jar) {
+                cookie_store::Loaded::Done(step) => self.finish(ctx, step),
+                cookie_store::Loaded::CheckDenyList(pending, step) => {
+                    self.expect = Expect::DenyList(pending);
+                    step
+                }
+            };
         }
         match session_id(ctx.config, &request) {
             Some(id) => {
@@ -274,8 +298,14 @@ impl RequestFlow {
                 };
                 Step::LoadSession { key }
             }
-            None if is_logout => self.finish(logout::logged_out(ctx, &request, None, None)),
-            None => self.finish(login::start_login(ctx, &request)),
+            None if is_logout => {
+                let step = logout::logged_out(ctx, &request, None, None);
+                self.finish(ctx, step)
+            }
+            None => {
+                let step = login::start_login(ctx, &request);
+                self.finish(ctx, step)
+            }
         }
     }
 
@@ -289,16 +319,35 @@ impl RequestFlow {
                 let key = session_id(ctx.config, &request).map(|id| id.store_key());
                 match (session, key) {
                     (Some(session), Some(key)) => {
-                        self.finish_or(identity::continue_session(ctx, request, session, key))
+                        let next = identity::continue_session(ctx, request, session, key);
+                        self.finish_or(ctx, next)
                     }
-                    _ => self.finish(login::start_login(ctx, &request)),
+                    _ => {
+                        let step = login::start_login(ctx, &request);
+                        self.finish(ctx, step)
+                    }
                 }
             }
             Expect::LogoutSession(request) => {
                 let key = session_id(ctx.config, &request).map(|id| id.store_key());
-                self.finish(logout::logged_out(ctx, &request, session, key))
+                let step = logout::logged_out(ctx, &request, session, key);
+                self.finish(ctx, step)
             }
-            other => self.unexpected(other, "a session"),
+            other => self.unexpected(ctx, other, "a session"),
+        }
+    }
+
+    pub fn handle_deny_list<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        stored: Option<&[u8]>,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::DenyList(pending) => {
+                let next = cookie_store::with_deny_list(ctx, *pending, stored);
+                self.finish_or(ctx, next)
+            }
+            other => self.unexpected(ctx, other, "the deny-list"),
         }
     }
 
@@ -309,12 +358,14 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::LoginRecorded(cb) => {
-                self.finish_or(callback::exchange_code(ctx, cb, first_use))
+                let next = callback::exchange_code(ctx, cb, first_use);
+                self.finish_or(ctx, next)
             }
             Expect::LogoutTokenRecorded(target) => {
-                self.finish_or(backchannel::end_sessions(target, first_use))
+                let next = backchannel::end_sessions(target, first_use);
+                self.finish_or(ctx, next)
             }
-            other => self.unexpected(other, "the single-use ledger"),
+            other => self.unexpected(ctx, other, "the single-use ledger"),
         }
     }
 
@@ -325,9 +376,10 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::RefreshClaim(refresh) => {
-                self.finish_or(refresh::claimed(ctx, refresh, claimed))
+                let next = refresh::claimed(ctx, refresh, claimed);
+                self.finish_or(ctx, next)
             }
-            other => self.unexpected(other, "a refresh claim"),
+            other => self.unexpected(ctx, other, "a refresh claim"),
         }
     }
 
@@ -338,19 +390,22 @@ impl RequestFlow {
         body: Option<&[u8]>,
     ) -> Step {
         match std::mem::take(&mut self.expect) {
-            Expect::LogoutTokenBody => self.finish_or(backchannel::handle_body(ctx, body, true)),
-            other => self.unexpected(other, "a request body"),
+            Expect::LogoutTokenBody => {
+                let next = backchannel::handle_body(ctx, body, true);
+                self.finish_or(ctx, next)
+            }
+            other => self.unexpected(ctx, other, "a request body"),
         }
     }
 
     pub fn handle_sessions_ended<R: CryptoRngCore>(
         &mut self,
-        _ctx: &mut Context<'_, R>,
+        ctx: &mut Context<'_, R>,
         count: usize,
     ) -> Step {
         match std::mem::take(&mut self.expect) {
-            Expect::SessionsEnded => self.finish(backchannel::done(count)),
-            other => self.unexpected(other, "ended sessions"),
+            Expect::SessionsEnded => self.finish(ctx, backchannel::done(count)),
+            other => self.unexpected(ctx, other, "ended sessions"),
         }
     }
 
@@ -361,15 +416,18 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::TokenResponse(cb) => {
-                self.finish_or(callback::handle_token_response(ctx, cb, outcome))
+                let next = callback::handle_token_response(ctx, cb, outcome);
+                self.finish_or(ctx, next)
             }
             Expect::Introspection(bearer) => {
-                self.finish_or(bearer::handle_introspection(ctx, bearer, outcome))
+                let next = bearer::handle_introspection(ctx, bearer, outcome);
+                self.finish_or(ctx, next)
             }
             Expect::RefreshResponse(refresh) => {
-                self.finish_or(refresh::handle_response(ctx, refresh, outcome))
+                let next = refresh::handle_response(ctx, refresh, outcome);
+                self.finish_or(ctx, next)
             }
-            other => self.unexpected(other, "a callout response"),
+            other => self.unexpected(ctx, other, "a callout response"),
         }
     }
 
@@ -380,9 +438,10 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::IntrospectionCache(bearer) => {
-                self.finish_or(bearer::handle_cached(ctx, bearer, stored))
+                let next = bearer::handle_cached(ctx, bearer, stored);
+                self.finish_or(ctx, next)
             }
-            other => self.unexpected(other, "a cache entry"),
+            other => self.unexpected(ctx, other, "a cache entry"),
         }
     }
 
@@ -390,25 +449,36 @@ impl RequestFlow {
     pub fn handle_jwks_refreshed<R: CryptoRngCore>(&mut self, ctx: &mut Context<'_, R>) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::Jwks(cb, tokens) => {
-                self.finish_or(callback::finish_login(ctx, cb, tokens, false))
+                let next = callback::finish_login(ctx, cb, tokens, false);
+                self.finish_or(ctx, next)
             }
-            Expect::BearerJwks(bearer) => self.finish_or(bearer::authenticate(ctx, bearer, false)),
+            Expect::BearerJwks(bearer) => {
+                let next = bearer::authenticate(ctx, bearer, false);
+                self.finish_or(ctx, next)
+            }
             Expect::LogoutTokenJwks(token) => {
-                self.finish_or(backchannel::verify(ctx, &token, false))
+                let next = backchannel::verify(ctx, &token, false);
+                self.finish_or(ctx, next)
             }
-            other => self.unexpected(other, "refetched keys"),
+            other => self.unexpected(ctx, other, "refetched keys"),
         }
     }
 
-    fn finish(&mut self, step: Step) -> Step {
+    /// Every request ends here, so this is the one place where the cookie
+    /// store turns the flow's store writes into cookies.
+    fn finish<R: CryptoRngCore>(&mut self, ctx: &mut Context<'_, R>, step: Step) -> Step {
         self.expect = Expect::Finished;
-        step
+        if ctx.config.session.store == SessionStoreKind::Cookie {
+            cookie_store::writes_to_cookies(ctx, &self.cookie_jar, step)
+        } else {
+            step
+        }
     }
 
     /// Handlers that wait for something return the state to wait in.
-    fn finish_or(&mut self, next: Next) -> Step {
+    fn finish_or<R: CryptoRngCore>(&mut self, ctx: &mut Context<'_, R>, next: Next) -> Step {
         match next {
-            Next::Done(step) => self.finish(step),
+            Next::Done(step) => self.finish(ctx, step),
             Next::Wait(expect, step) => {
                 self.expect = *expect;
                 step
@@ -416,17 +486,23 @@ impl RequestFlow {
         }
     }
 
-    fn unexpected(&mut self, state: Expect, event: &str) -> Step {
+    fn unexpected<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        state: Expect,
+        event: &str,
+    ) -> Step {
         // A host bug, not bad input: answer rather than let the request hang.
         log::error!("flow received {event} while in state {}", state.name());
-        self.finish(Step::Respond(Respond {
+        let step = Step::Respond(Respond {
             response: pages::error_page(
                 500,
                 "Internal error",
                 "The login filter lost track of this request. Please try again.",
             ),
             writes: Vec::new(),
-        }))
+        });
+        self.finish(ctx, step)
     }
 }
 
@@ -436,6 +512,7 @@ impl Expect {
             Expect::Request => "Request",
             Expect::Session(_) => "Session",
             Expect::LogoutSession(_) => "LogoutSession",
+            Expect::DenyList(_) => "DenyList",
             Expect::LoginRecorded(_) => "LoginRecorded",
             Expect::TokenResponse(_) => "TokenResponse",
             Expect::Jwks(..) => "Jwks",

@@ -14,6 +14,7 @@ use crate::crypto::seal::SealingKeys;
 use crate::oidc::discovery::ProviderMetadata;
 use crate::oidc::jwks::Jwks;
 use crate::session::buckets::IndexEntry;
+use crate::session::deny_list::{DenyList, DENY_LIST_KEY};
 use crate::session::Session;
 
 mod api;
@@ -153,6 +154,33 @@ impl Rp {
                     store.insert(key, value);
                     *then
                 }
+                Step::LoadDenyList { key } => {
+                    let value = store.get(&key).cloned();
+                    flow.handle_deny_list(&mut ctx, value.as_deref())
+                }
+                Step::ClaimRefresh { key, until, .. } if cookie_store(&ctx) => {
+                    // As the host does for cookie sessions: a lease outside the session.
+                    let lease = format!("lease/{}", key.as_str());
+                    let free = store
+                        .get(&lease)
+                        .and_then(|v| String::from_utf8(v.clone()).ok()?.parse::<u64>().ok())
+                        .is_none_or(|held| held <= ctx.now);
+                    if free {
+                        store.insert(lease, until.to_string().into_bytes());
+                    }
+                    flow.handle_refresh_claimed(&mut ctx, free)
+                }
+                Step::EndSessions { entries } if cookie_store(&ctx) => {
+                    let mut list = store
+                        .get(DENY_LIST_KEY)
+                        .and_then(|v| DenyList::decode(v))
+                        .unwrap_or_default();
+                    for entry in &entries {
+                        list.insert(entry, ctx.now + 3600, ctx.now);
+                    }
+                    store.insert(DENY_LIST_KEY.to_string(), list.encode());
+                    flow.handle_sessions_ended(&mut ctx, entries.len())
+                }
                 Step::ClaimRefresh {
                     key,
                     until,
@@ -263,6 +291,10 @@ impl Rp {
         );
         self.run(flow, step)
     }
+}
+
+fn cookie_store(ctx: &Context<'_, ChaCha20Rng>) -> bool {
+    ctx.config.session.store == crate::config::SessionStoreKind::Cookie
 }
 
 fn apply(store: &mut HashMap<String, Vec<u8>>, writes: Vec<StoreWrite>) {
@@ -1153,3 +1185,6 @@ fn invalid_logout_tokens_are_refused_and_end_nothing() {
         405
     );
 }
+
+/// The same flow with `session.store: cookie`.
+mod cookie_sessions;

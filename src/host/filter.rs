@@ -8,10 +8,11 @@ use proxy_wasm::types::Action;
 use super::provider_fetch;
 use super::root::Shared;
 use super::store::{self, HostSharedData};
+use crate::config::SessionStoreKind;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
 use crate::http::pages;
 use crate::provider::Provider;
-use crate::session::shared_store;
+use crate::session::{deny_list, refresh_lease, shared_store};
 
 /// What a callout in flight is for.
 enum Waiting {
@@ -106,6 +107,10 @@ impl Filter {
                     }
                     *then
                 }
+                Step::LoadDenyList { key } => {
+                    let (value, _) = store::get(&key);
+                    self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
+                }
                 Step::RecordOnce {
                     key,
                     issued_at,
@@ -121,14 +126,28 @@ impl Filter {
                     access_token,
                 } => {
                     let now = super::now(self);
-                    let claimed = self
-                        .shared
-                        .store
-                        .claim_refresh(&key, now, until, &access_token);
+                    let claimed = if self.cookie_sessions() {
+                        refresh_lease::claim(&HostSharedData, &key, now, until)
+                    } else {
+                        self.shared
+                            .store
+                            .claim_refresh(&key, now, until, &access_token)
+                    };
                     self.with_context(|flow, ctx| flow.handle_refresh_claimed(ctx, claimed))
                 }
                 Step::EndSessions { entries } => {
-                    let ended = self.shared.store.end_sessions(&entries);
+                    let ended = if self.cookie_sessions() {
+                        // Cookies cannot be deleted from here: deny them on this replica.
+                        let now = super::now(self);
+                        let until = now + self.shared.config.session.absolute_timeout;
+                        if deny_list::record(&HostSharedData, &entries, until, now) {
+                            entries.len()
+                        } else {
+                            0
+                        }
+                    } else {
+                        self.shared.store.end_sessions(&entries)
+                    };
                     self.shared.metrics.backchannel_ended(ended);
                     self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, ended))
                 }
@@ -213,6 +232,10 @@ impl Filter {
                 }
             };
         }
+    }
+
+    fn cookie_sessions(&self) -> bool {
+        self.shared.config.session.store == SessionStoreKind::Cookie
     }
 
     fn pause(&mut self) -> Action {

@@ -184,6 +184,11 @@ impl IndexEntry {
         ))
     }
 
+    /// The digest itself, e.g. to keep it in the cookie store's deny-list.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The entries a session is filed under.
     pub fn for_session(issuer: &str, session: &Session) -> Vec<IndexEntry> {
         let mut entries = vec![IndexEntry::sub(issuer, &session.sub)];

@@ -2,8 +2,12 @@
 //! the single-use ledger of completed logins.
 
 pub mod buckets;
+pub mod chunks;
+pub mod cookie_codec;
+pub mod deny_list;
 pub mod login;
 pub mod once;
+pub mod refresh_lease;
 pub mod shared_store;
 
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,8 @@
 // Clients: oidc-filter-demo / demo-client-secret (authorization_code + refresh_token,
 // client_secret_basic) and m2m / m2m-secret (client_credentials).
 // Login goes through devInteractions: any login name becomes `sub`, any password works.
+// Users whose name starts with `big` get about 5 KB of `groups`, for sessions too large
+// for one cookie.
 //
 // Test hooks (not part of OIDC):
 //   GET  /__test/stats   JSON counters: token requests per grant_type, back-channel logouts, ...
@@ -88,6 +90,14 @@ const m2mClient = {
   token_endpoint_auth_method: 'client_secret_basic',
 };
 
+function groupsOf(sub) {
+  if (sub === 'alice') return ['admins', 'users'];
+  if (sub.startsWith('big')) {
+    return Array.from({ length: 150 }, (_, i) => `a-group-with-a-rather-long-name-${i}`);
+  }
+  return ['users'];
+}
+
 const jwks = JSON.parse(readFileSync(join(here, 'keys', 'signing-jwks.json'), 'utf8'));
 
 const configuration = {
@@ -103,7 +113,7 @@ const configuration = {
           email: `${sub}@example.test`,
           email_verified: true,
           name: sub.charAt(0).toUpperCase() + sub.slice(1),
-          groups: sub === 'alice' ? ['admins', 'users'] : ['users'],
+          groups: groupsOf(sub),
         };
       },
     };

@@ -1,0 +1,329 @@
+//! Revoked cookie sessions: a bounded, expiring list kept under one shared-data key.
+//!
+//! A cookie session lives in the browser, so a back-channel logout cannot delete
+//! it. The replica that receives the logout records the logout token's `sid`
+//! (or, without one, its `sub`) here, as the same digests the shared-data
+//! store indexes sessions by ([`IndexEntry`]); each request on that replica
+//! checks the list before using a cookie session. Other replicas do not see
+//! it: multi-replica revocation needs the shared-data store or short lifetimes.
+
+use serde::{Deserialize, Serialize};
+
+use super::buckets::IndexEntry;
+use super::shared_store::{SharedData, WriteError};
+use super::Session;
+
+/// The shared-data key holding the encoded list.
+pub const DENY_LIST_KEY: &str = "cookie-sessions/deny-list";
+/// Ceiling on entries: every request of the cookie store copies the list out of
+/// shared data, so it must stay small (256 entries are about 20 KB). When full,
+/// the entry that expires first goes.
+pub const MAX_ENTRIES: usize = 256;
+const CAS_ATTEMPTS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    /// An [`IndexEntry`] digest (of a `sid` or a `sub`).
+    entry: String,
+    /// When the logout was received: sessions created later are not affected.
+    at: u64,
+    /// When the entry may be forgotten: no session it matches outlives it.
+    until: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyList {
+    #[serde(rename = "v1")]
+    entries: Vec<Entry>,
+}
+
+impl DenyList {
+    /// `None` for bytes this code did not write.
+    pub fn decode(bytes: &[u8]) -> Option<DenyList> {
+        let list: DenyList = serde_json::from_slice(bytes).ok()?;
+        (list.entries.len() <= MAX_ENTRIES).then_some(list)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Strings and numbers only: serializing cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Denies the sessions filed under `entry` and created by `now`, until
+    /// `until` (pass `now` + the absolute session timeout). Expired entries are
+    /// dropped on the way. `false` when `until` has already passed.
+    pub fn insert(&mut self, entry: &IndexEntry, until: u64, now: u64) -> bool {
+        self.entries.retain(|e| e.until > now);
+        if until <= now {
+            return false;
+        }
+        if let Some(same) = self.entries.iter_mut().find(|e| e.entry == entry.as_str()) {
+            same.at = same.at.max(now);
+            same.until = same.until.max(until);
+            return true;
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            if let Some(soonest) = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.until)
+                .map(|(i, _)| i)
+            {
+                self.entries.swap_remove(soonest);
+            }
+        }
+        self.entries.push(Entry {
+            entry: entry.as_str().to_string(),
+            at: now,
+            until,
+        });
+        true
+    }
+
+    pub fn is_denied(&self, issuer: &str, session: &Session, now: u64) -> bool {
+        let filed_under = IndexEntry::for_session(issuer, session);
+        self.entries.iter().any(|e| {
+            e.until > now
+                && session.created_at <= e.at
+                && filed_under.iter().any(|f| f.as_str() == e.entry)
+        })
+    }
+
+    /// [`DenyList::is_denied`] straight from the encoded list, for every request
+    /// of the cookie store. Decoding a full list costs about 100 µs, so it is
+    /// decoded only when one of the session's digests occurs in it at all.
+    /// `None`: the list is unreadable.
+    pub fn check_encoded(
+        encoded: &[u8],
+        issuer: &str,
+        session: &Session,
+        now: u64,
+    ) -> Option<bool> {
+        let text = std::str::from_utf8(encoded).ok()?;
+        // Digests are base64url: they appear verbatim in the JSON.
+        let mentioned = IndexEntry::for_session(issuer, session)
+            .iter()
+            .any(|e| text.contains(e.as_str()));
+        if !mentioned {
+            return Some(false);
+        }
+        Some(DenyList::decode(encoded)?.is_denied(issuer, session, now))
+    }
+}
+
+/// Adds `entries` to the list in shared data; `false` if it could not be written.
+pub fn record(data: &impl SharedData, entries: &[IndexEntry], until: u64, now: u64) -> bool {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = data.get(DENY_LIST_KEY);
+        if bytes.is_none() && cas.is_none() {
+            // Compare-and-swap on an absent key always succeeds: create it first.
+            let _ = data.set(DENY_LIST_KEY, &DenyList::default().encode(), None);
+            continue;
+        }
+        let mut list = bytes
+            .as_deref()
+            .and_then(DenyList::decode)
+            .unwrap_or_default();
+        for entry in entries {
+            list.insert(entry, until, now);
+        }
+        match data.set(DENY_LIST_KEY, &list.encode(), cas) {
+            Ok(()) => return true,
+            Err(WriteError::CasMismatch) => continue,
+            Err(WriteError::Failed(reason)) => {
+                log::error!("cookie-session deny-list write failed: {reason}");
+                return false;
+            }
+        }
+    }
+    log::error!("cookie-session deny-list stayed contended; logout not recorded");
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::shared_store::InMemory;
+
+    const NOW: u64 = 1_800_000_000;
+    const ISS: &str = "https://idp.example";
+
+    fn session(sub: &str, sid: Option<&str>, created_at: u64) -> Session {
+        Session {
+            sub: sub.to_string(),
+            sid: sid.map(str::to_string),
+            created_at,
+            expires_at: created_at + 3600,
+            last_seen: created_at,
+            access_token: "at".to_string(),
+            access_token_expires_at: None,
+            refresh_token: None,
+            id_token: None,
+            claims: serde_json::Map::new(),
+            refreshing_until: None,
+        }
+    }
+
+    fn sid(s: &str) -> IndexEntry {
+        IndexEntry::sid(ISS, s)
+    }
+
+    fn sub(s: &str) -> IndexEntry {
+        IndexEntry::sub(ISS, s)
+    }
+
+    #[test]
+    fn a_sid_denies_that_session_only() {
+        let mut list = DenyList::default();
+        assert!(list.insert(&sid("sid-1"), NOW + 600, NOW));
+        assert!(list.is_denied(ISS, &session("alice", Some("sid-1"), NOW - 10), NOW));
+        assert!(!list.is_denied(ISS, &session("alice", Some("sid-2"), NOW - 10), NOW));
+        assert!(!list.is_denied(ISS, &session("alice", None, NOW - 10), NOW));
+        assert!(
+            !list.is_denied(
+                "https://other.example",
+                &session("alice", Some("sid-1"), NOW - 10),
+                NOW
+            ),
+            "another issuer's sid"
+        );
+    }
+
+    #[test]
+    fn a_sub_denies_the_users_older_sessions_but_not_a_new_login() {
+        let mut list = DenyList::default();
+        assert!(list.insert(&sub("alice"), NOW + 600, NOW));
+        assert!(list.is_denied(ISS, &session("alice", Some("a"), NOW - 100), NOW + 5));
+        assert!(list.is_denied(ISS, &session("alice", None, NOW), NOW + 5));
+        assert!(!list.is_denied(ISS, &session("alice", None, NOW + 1), NOW + 5));
+        assert!(!list.is_denied(ISS, &session("bob", None, NOW - 100), NOW + 5));
+    }
+
+    #[test]
+    fn entries_expire() {
+        let mut list = DenyList::default();
+        list.insert(&sid("sid-1"), NOW + 600, NOW);
+        let s = session("alice", Some("sid-1"), NOW - 10);
+        assert!(list.is_denied(ISS, &s, NOW + 599));
+        assert!(!list.is_denied(ISS, &s, NOW + 600));
+        list.insert(&sid("sid-2"), NOW + 1200, NOW + 600);
+        assert_eq!(list.len(), 1, "the expired entry was dropped on insert");
+        assert!(!list.insert(&sid("sid-3"), NOW, NOW), "already expired");
+    }
+
+    #[test]
+    fn a_repeated_logout_extends_its_entry() {
+        let mut list = DenyList::default();
+        list.insert(&sid("sid-1"), NOW + 600, NOW);
+        list.insert(&sid("sid-1"), NOW + 900, NOW + 10);
+        assert_eq!(list.len(), 1);
+        assert!(list.is_denied(ISS, &session("alice", Some("sid-1"), NOW), NOW + 800));
+    }
+
+    #[test]
+    fn the_list_is_bounded_and_drops_what_expires_first() {
+        let mut list = DenyList::default();
+        for i in 0..MAX_ENTRIES as u64 {
+            assert!(list.insert(&sid(&format!("sid-{i}")), NOW + 1000 + i, NOW));
+        }
+        assert!(list.insert(&sid("newest"), NOW + 5000, NOW));
+        assert_eq!(list.len(), MAX_ENTRIES);
+        let s = |sid: &str| session("alice", Some(sid), NOW - 1);
+        assert!(
+            !list.is_denied(ISS, &s("sid-0"), NOW),
+            "the soonest to expire went"
+        );
+        assert!(list.is_denied(ISS, &s("sid-1"), NOW));
+        assert!(list.is_denied(ISS, &s("newest"), NOW));
+    }
+
+    #[test]
+    fn checking_the_encoded_list_agrees_with_the_decoded_one() {
+        let mut list = DenyList::default();
+        list.insert(&sid("sid-1"), NOW + 600, NOW);
+        list.insert(&sub("bob"), NOW + 600, NOW);
+        let encoded = list.encode();
+        let sessions = [
+            session("alice", Some("sid-1"), NOW - 1),
+            session("alice", Some("sid-2"), NOW - 1),
+            session("bob", None, NOW - 1),
+            session("bob", None, NOW + 1),
+            session("carol", None, NOW - 1),
+        ];
+        for s in &sessions {
+            for now in [NOW, NOW + 600] {
+                assert_eq!(
+                    DenyList::check_encoded(&encoded, ISS, s, now),
+                    Some(list.is_denied(ISS, s, now)),
+                    "{s:?} at {now}"
+                );
+            }
+        }
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &sessions[0], NOW),
+            Some(true)
+        );
+        assert_eq!(
+            DenyList::check_encoded(b"\xff", ISS, &sessions[0], NOW),
+            None
+        );
+        let mentioned_but_broken = format!("{{\"{}\"}}", sid("sid-1").as_str());
+        assert_eq!(
+            DenyList::check_encoded(mentioned_but_broken.as_bytes(), ISS, &sessions[0], NOW),
+            None
+        );
+        assert_eq!(
+            DenyList::check_encoded(b"[]", ISS, &sessions[0], NOW),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn encoding_round_trips_and_garbage_is_refused() {
+        let mut list = DenyList::default();
+        list.insert(&sid("sid-1"), NOW + 600, NOW);
+        list.insert(&sub("bob"), NOW + 600, NOW);
+        assert_eq!(DenyList::decode(&list.encode()), Some(list));
+        assert_eq!(DenyList::decode(br#"{"v1":[]}"#), Some(DenyList::default()));
+        for garbage in [&b""[..], b"null", b"{}", b"[1,2]", b"\xff"] {
+            assert_eq!(DenyList::decode(garbage), None);
+        }
+        let oversized = serde_json::json!({
+            "v1": (0..=MAX_ENTRIES).map(|i| serde_json::json!({"entry": i.to_string(), "at": 1, "until": 2}))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(DenyList::decode(oversized.to_string().as_bytes()), None);
+    }
+
+    #[test]
+    fn recording_in_shared_data_adds_to_what_is_there() {
+        let data = InMemory::default();
+        assert!(record(&data, &[sid("sid-1")], NOW + 600, NOW));
+        assert!(record(
+            &data,
+            &[sub("bob"), sid("sid-2")],
+            NOW + 600,
+            NOW + 1
+        ));
+        let (bytes, _) = data.get(DENY_LIST_KEY);
+        let list = DenyList::decode(&bytes.unwrap()).unwrap();
+        assert_eq!(list.len(), 3);
+        assert!(list.is_denied(ISS, &session("alice", Some("sid-1"), NOW), NOW + 2));
+        assert!(list.is_denied(ISS, &session("bob", None, NOW), NOW + 2));
+
+        let broken = InMemory::default();
+        broken.set(DENY_LIST_KEY, b"garbage", None).unwrap();
+        assert!(record(&broken, &[sid("sid-1")], NOW + 600, NOW));
+        let (bytes, _) = broken.get(DENY_LIST_KEY);
+        assert_eq!(DenyList::decode(&bytes.unwrap()).unwrap().len(), 1);
+    }
+}
