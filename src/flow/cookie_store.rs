@@ -221,8 +221,7 @@ fn cookie_headers<R: CryptoRngCore>(
     // A refresh claim lives outside the cookie (see `refresh_lease`) and lapses by itself.
     let last = writes
         .into_iter()
-        .filter(|w| !matches!(w, StoreWrite::ReleaseRefresh { .. }))
-        .last();
+        .rfind(|w| !matches!(w, StoreWrite::ReleaseRefresh { .. }));
     let session = match last {
         None | Some(StoreWrite::ReleaseRefresh { .. }) => return Some(Vec::new()),
         Some(StoreWrite::Delete { .. }) => return Some(chunks::expire_headers(&jar.names, attrs)),
