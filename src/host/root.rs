@@ -105,6 +105,8 @@ impl RootContext for Root {
                     idle_timeout: config.session.idle_timeout,
                     absolute_timeout: config.session.absolute_timeout,
                     max_sessions: config.session.max_sessions,
+                    sweeper_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+                    sweep_seen: Default::default(),
                 };
                 self.shared = Some(Rc::new(Shared {
                     config,
@@ -159,6 +161,9 @@ impl RootContext for Root {
 
 /// Workers take turns sweeping a slice of the store each tick.
 fn sweep_if_due(shared: &Shared, now: u64) {
+    if shared.config.session.store == crate::config::SessionStoreKind::Cookie {
+        return; // nothing of cookie sessions lives in shared data but the bounded deny-list
+    }
     if let Some(changes) = shared
         .store
         .sweep_tick(now, shared.config.session.sweep_interval)

@@ -18,6 +18,16 @@ pub trait SharedData {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError>;
 }
 
+impl<T: SharedData> SharedData for &T {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        (**self).get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError> {
+        (**self).set(key, value, cas)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteError {
     CasMismatch,
@@ -26,36 +36,31 @@ pub enum WriteError {
 
 const SWEEP_STATE_KEY: &str = "sweep/state";
 
-/// Width of the creation-time histogram a pass keeps to find the ceiling's
-/// cut-off without holding every session's creation time.
-const HISTOGRAM_BINS: u64 = 1024;
+/// How long a worker keeps the sweep between two of its ticks before another
+/// may take over (and restart the pass).
+const SWEEP_LEASE_SECONDS: u64 = 10;
 
-/// Progress of the sweep, shared by the workers that take turns at it.
+/// Progress of the sweep. One worker owns a pass from start to end (renewing
+/// its lease each tick), because the ceiling's exact cut-off needs every live
+/// session's creation time, which the owner collects in its own memory.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SweepState {
-    cursor: u32,
+    owner: u64,
     lease_until: u64,
+    cursor: u32,
     next_pass_at: u64,
     /// Sessions created before this are evicted (ceiling); 0 for none.
     evict_before: u64,
-    live: u64,
-    /// Live sessions by creation time: bin i counts `origin + i * width ..`.
-    origin: u64,
-    width: u64,
-    bins: Vec<u64>,
 }
 
 impl SweepState {
     fn new(now: u64) -> SweepState {
         SweepState {
-            cursor: 0,
+            owner: 0,
             lease_until: 0,
+            cursor: 0,
             next_pass_at: now,
             evict_before: 0,
-            live: 0,
-            origin: 0,
-            width: 1,
-            bins: Vec::new(),
         }
     }
 
@@ -66,47 +71,14 @@ impl SweepState {
     fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
 
-    fn count(&mut self, created: impl Iterator<Item = u64>, now: u64, span: u64) {
-        if self.bins.is_empty() {
-            // No live session was created longer than its absolute lifetime ago.
-            self.origin = now.saturating_sub(span);
-            self.width = span.div_ceil(HISTOGRAM_BINS).max(1) + 1;
-            self.bins = vec![0; HISTOGRAM_BINS as usize + 1];
-        }
-        for at in created {
-            self.live += 1;
-            let bin = (at.saturating_sub(self.origin) / self.width).min(HISTOGRAM_BINS) as usize;
-            if let Some(count) = self.bins.get_mut(bin) {
-                *count += 1;
-            }
-        }
-    }
-
-    /// Ends a pass: the next one starts after `interval`, evicting the oldest
-    /// bins' sessions if the pass counted more than `max` live sessions.
-    fn finish_pass(&mut self, now: u64, interval: u64, max: u32) {
-        let mut excess = self.live.saturating_sub(u64::from(max));
-        self.evict_before = 0;
-        if excess > 0 {
-            for (i, count) in self.bins.iter().enumerate() {
-                let end = self.origin + (i as u64 + 1) * self.width;
-                self.evict_before = end;
-                if *count >= excess {
-                    break;
-                }
-                excess -= count;
-            }
-        }
-        self.cursor = 0;
-        self.live = 0;
-        self.bins.clear();
-        self.next_pass_at = if self.evict_before > 0 {
-            now
-        } else {
-            now + interval
-        };
-    }
+/// The ceiling's cut-off: with `created` the creation times of all live
+/// sessions, the time before which the oldest must go to leave at most `max`.
+fn eviction_cutoff(mut created: Vec<u64>, max: usize) -> Option<u64> {
+    let excess = created.len().checked_sub(max).filter(|e| *e > 0)?;
+    let (_, nth, _) = created.select_nth_unstable(excess - 1);
+    Some(nth.saturating_add(1))
 }
 
 /// What a store operation did, for the metrics.
@@ -157,6 +129,10 @@ pub struct SessionStore<D: SharedData> {
     pub idle_timeout: u64,
     pub absolute_timeout: u64,
     pub max_sessions: u32,
+    /// Tells this worker's sweep apart from the others' (random per VM).
+    pub sweeper_id: u64,
+    /// Creation times of the live sessions seen so far in this worker's pass.
+    pub sweep_seen: std::cell::RefCell<Vec<u64>>,
 }
 
 impl<D: SharedData> SessionStore<D> {
@@ -260,9 +236,8 @@ impl<D: SharedData> SessionStore<D> {
 
     /// Sweeps the next slice of buckets, so that one pass over the whole store
     /// takes `interval` seconds of ticks and no tick stalls its worker for long.
-    /// Workers take turns through a lease in the shared sweep state. Expired
-    /// sessions go; at the end of each pass, if more than the ceiling were
-    /// live, the next pass evicts the oldest.
+    /// Expired sessions go; at the end of a pass, if more than the ceiling were
+    /// live, the next pass (started at once) evicts the oldest.
     pub fn sweep_tick(&self, now: u64, interval: u64) -> Option<Changes> {
         let buckets = self.layout.bucket_count();
         let slice = buckets.div_ceil(interval.max(1) as u32).max(1);
@@ -274,27 +249,48 @@ impl<D: SharedData> SessionStore<D> {
                 .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), None);
             return None;
         };
-        if now < state.lease_until || now < state.next_pass_at && state.cursor == 0 {
+        let mine = state.owner == self.sweeper_id;
+        if !mine && now < state.lease_until {
             return None;
         }
-        state.lease_until = now + 30;
-        let (_, cas) = match self.data.set(SWEEP_STATE_KEY, &state.encode(), cas) {
-            Ok(()) => self.data.get(SWEEP_STATE_KEY),
-            Err(_) => return None,
-        };
+        if state.cursor == 0 && now < state.next_pass_at {
+            return None;
+        }
+        if !mine || state.cursor == 0 {
+            // A new pass, or one taken over from a worker that stopped: this
+            // worker has not seen its earlier buckets, so it starts over.
+            state.cursor = 0;
+            self.sweep_seen.borrow_mut().clear();
+        }
+        state.owner = self.sweeper_id;
+        state.lease_until = now + SWEEP_LEASE_SECONDS;
+        if self
+            .data
+            .set(SWEEP_STATE_KEY, &state.encode(), cas)
+            .is_err()
+        {
+            return None;
+        }
 
         let mut changes = Changes::default();
         let end = state.cursor.saturating_add(slice).min(buckets);
         for index in state.cursor..end {
-            self.sweep_bucket(index, now, state.evict_before, &mut state, &mut changes);
+            self.sweep_bucket(index, now, state.evict_before, &mut changes);
         }
         state.cursor = end;
         if state.cursor >= buckets {
-            changes.live = state.live as usize;
-            state.finish_pass(now, interval, self.max_sessions);
+            let seen = std::mem::take(&mut *self.sweep_seen.borrow_mut());
+            changes.live = seen.len();
+            state.evict_before = eviction_cutoff(seen, self.max_sessions as usize).unwrap_or(0);
+            state.cursor = 0;
+            state.lease_until = 0;
+            state.next_pass_at = if state.evict_before > 0 {
+                now
+            } else {
+                now + interval
+            };
         }
-        state.lease_until = 0;
-        // A lost update only repeats part of a pass.
+        let (_, cas) = self.data.get(SWEEP_STATE_KEY);
         let _ = self.data.set(SWEEP_STATE_KEY, &state.encode(), cas);
         if changes.expired > 0 || changes.evicted > 0 {
             log::info!(
@@ -324,14 +320,7 @@ impl<D: SharedData> SessionStore<D> {
         total
     }
 
-    fn sweep_bucket(
-        &self,
-        index: u32,
-        now: u64,
-        evict_before: u64,
-        state: &mut SweepState,
-        changes: &mut Changes,
-    ) {
+    fn sweep_bucket(&self, index: u32, now: u64, evict_before: u64, changes: &mut Changes) {
         let index_key = self.layout.index_bucket_at(index);
         if let (Some(bytes), _) = self.data.get(&index_key) {
             if IndexBucket::decode(Some(&bytes)).sweep(now) {
@@ -351,7 +340,7 @@ impl<D: SharedData> SessionStore<D> {
         let mut preview = SessionBucket::decode(Some(&bytes));
         let removed = preview.sweep(now, self.idle_timeout, evict_before);
         if removed.expired.is_empty() && removed.evicted.is_empty() {
-            state.count(preview.created_at(), now, self.absolute_timeout);
+            self.sweep_seen.borrow_mut().extend(preview.created_at());
             return;
         }
         let swept = update(
@@ -367,7 +356,7 @@ impl<D: SharedData> SessionStore<D> {
         let Some((removed, remaining)) = swept else {
             return;
         };
-        state.count(remaining.into_iter(), now, self.absolute_timeout);
+        self.sweep_seen.borrow_mut().extend(remaining);
         changes.expired += removed.expired.len();
         changes.evicted += removed.evicted.len();
         // Expired sessions' index links expire with them; evicted ones go now.
@@ -493,6 +482,8 @@ mod tests {
             idle_timeout: 100,
             absolute_timeout: 1_000_000,
             max_sessions,
+            sweeper_id: 1,
+            sweep_seen: Default::default(),
         }
     }
 
@@ -625,8 +616,7 @@ mod tests {
             changes.expired <= 200 && changes.expired > 150,
             "{changes:?}"
         );
-        // The cut-off has the resolution of 1/1024 of the absolute lifetime (2 s here).
-        assert!((997..=1000).contains(&changes.live), "{changes:?}");
+        assert_eq!(changes.live, 1000, "{changes:?}");
         assert_eq!(
             changes.expired + changes.evicted + changes.live,
             present_before,
