@@ -70,19 +70,24 @@ impl Filter {
         event: impl FnOnce(&mut RequestFlow, &mut flow::Context<'_, rand_core::OsRng>) -> Step,
     ) -> Step {
         let now = super::now(self);
-        let provider: Option<Rc<Provider>> = self.shared.provider.borrow_mut().current(now);
-        let keys = match &self.shared.config.sealing_keys {
-            Some(keys) => keys.clone(),
-            None => match store::process_sealing_key() {
-                Some(keys) => keys,
+        let shared = self.shared.clone();
+        let provider: Option<Rc<Provider>> = shared.provider.borrow_mut().current(now);
+        let process_keys;
+        let keys = match &shared.config.sealing_keys {
+            Some(keys) => keys,
+            None => match shared.process_keys.current() {
+                Some(keys) => {
+                    process_keys = keys;
+                    &*process_keys
+                }
                 None => return internal_error(),
             },
         };
         let mut rng = rand_core::OsRng;
         let mut ctx = flow::Context {
-            config: &self.shared.config,
+            config: &shared.config,
             provider: provider.as_deref(),
-            keys: &keys,
+            keys,
             now,
             rng: &mut rng,
         };

@@ -10,7 +10,7 @@ use proxy_wasm::types::ContextType;
 use super::filter::Filter;
 use super::metrics::Metrics;
 use super::provider_fetch::{self, ProviderCache};
-use super::store::HostSharedData;
+use super::store::{HostSharedData, ProcessKeys};
 use crate::config::Config;
 use crate::oidc::discovery::{self, ProviderMetadata};
 use crate::oidc::jwks::Jwks;
@@ -21,6 +21,7 @@ pub struct Shared {
     pub config: Config,
     pub provider: RefCell<ProviderCache>,
     pub store: SessionStore<HostSharedData>,
+    pub process_keys: ProcessKeys,
     pub metrics: Metrics,
 }
 
@@ -112,6 +113,7 @@ impl RootContext for Root {
                     config,
                     provider: RefCell::new(ProviderCache::default()),
                     store,
+                    process_keys: ProcessKeys::default(),
                     metrics: Metrics::define(),
                 }));
                 // Fetches start from the first tick: a callout made here would die

@@ -41,12 +41,34 @@ pub fn set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
 
 const PROCESS_KEY: &str = "keys/login";
 
-/// The configured keys, or a random key made once per Envoy process and shared
-/// by its workers through shared data.
-pub fn process_sealing_key() -> Option<SealingKeys> {
-    if let (Some(raw), _) = get(PROCESS_KEY) {
-        return key_from(&raw);
+/// The random key made once per Envoy process and shared by its workers
+/// through shared data, for deployments that configure no keys. The AES key
+/// schedule is kept per VM and rebuilt only if the shared key changed (two
+/// workers may race to make it at start; all then use the last one written).
+#[derive(Default)]
+pub struct ProcessKeys {
+    cached: std::cell::RefCell<Option<(Vec<u8>, std::rc::Rc<SealingKeys>)>>,
+}
+
+impl ProcessKeys {
+    pub fn current(&self) -> Option<std::rc::Rc<SealingKeys>> {
+        let raw = match get(PROCESS_KEY).0 {
+            Some(raw) => raw,
+            None => create_process_key()?,
+        };
+        let mut cached = self.cached.borrow_mut();
+        if let Some((cached_raw, keys)) = cached.as_ref() {
+            if *cached_raw == raw {
+                return Some(keys.clone());
+            }
+        }
+        let keys = std::rc::Rc::new(key_from(&raw)?);
+        *cached = Some((raw, keys.clone()));
+        Some(keys)
     }
+}
+
+fn create_process_key() -> Option<Vec<u8>> {
     let mut key = [0u8; 32];
     if let Err(err) = getrandom_fill(&mut key) {
         log::error!("no randomness for the sealing key: {err}");
@@ -56,7 +78,7 @@ pub fn process_sealing_key() -> Option<SealingKeys> {
     if let Err(status) = set(PROCESS_KEY, &key, None) {
         log::error!("sealing key could not be shared: {status:?}");
     }
-    get(PROCESS_KEY).0.and_then(|raw| key_from(&raw))
+    get(PROCESS_KEY).0
 }
 
 fn key_from(raw: &[u8]) -> Option<SealingKeys> {
