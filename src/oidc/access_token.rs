@@ -60,29 +60,7 @@ impl std::fmt::Display for AccessTokenError {
     }
 }
 
-impl std::error::Error for AccessTokenError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Jwt(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<JwtError> for AccessTokenError {
-    fn from(e: JwtError) -> Self {
-        Self::Jwt(e)
-    }
-}
-
-impl From<ClaimError> for AccessTokenError {
-    fn from(e: ClaimError) -> Self {
-        match e {
-            ClaimError::Missing(name) => Self::MissingClaim(name),
-            ClaimError::Invalid(name) => Self::InvalidClaim(name),
-        }
-    }
-}
+super::common::token_error_conversions!(AccessTokenError);
 
 /// Whether `token` has the shape of a compact JWS (three non-empty base64url
 /// segments), to tell JWT access tokens from opaque ones without decoding.

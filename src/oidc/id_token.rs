@@ -78,29 +78,7 @@ impl std::fmt::Display for IdTokenError {
     }
 }
 
-impl std::error::Error for IdTokenError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            IdTokenError::Jwt(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<JwtError> for IdTokenError {
-    fn from(e: JwtError) -> Self {
-        IdTokenError::Jwt(e)
-    }
-}
-
-impl From<ClaimError> for IdTokenError {
-    fn from(e: ClaimError) -> Self {
-        match e {
-            ClaimError::Missing(name) => IdTokenError::MissingClaim(name),
-            ClaimError::Invalid(name) => IdTokenError::InvalidClaim(name),
-        }
-    }
-}
+super::common::token_error_conversions!(IdTokenError);
 
 pub fn verify_id_token(
     raw: &str,

@@ -84,29 +84,7 @@ impl std::fmt::Display for LogoutTokenError {
     }
 }
 
-impl std::error::Error for LogoutTokenError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Jwt(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<JwtError> for LogoutTokenError {
-    fn from(e: JwtError) -> Self {
-        Self::Jwt(e)
-    }
-}
-
-impl From<ClaimError> for LogoutTokenError {
-    fn from(e: ClaimError) -> Self {
-        match e {
-            ClaimError::Missing(name) => Self::MissingClaim(name),
-            ClaimError::Invalid(name) => Self::InvalidClaim(name),
-        }
-    }
-}
+super::common::token_error_conversions!(LogoutTokenError);
 
 pub fn verify_logout_token(
     raw: &str,
