@@ -104,6 +104,38 @@ pub(crate) fn is_explicit_type(typ: &str) -> bool {
             .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+jwt"))
 }
 
+/// The error plumbing every token check shares: `source()` for the signature
+/// error, and conversions from signature and claim errors into the check's own
+/// `Jwt`, `MissingClaim` and `InvalidClaim` variants.
+macro_rules! token_error_conversions {
+    ($error:ident) => {
+        impl std::error::Error for $error {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    Self::Jwt(e) => Some(e),
+                    _ => None,
+                }
+            }
+        }
+
+        impl From<$crate::oidc::jwt::JwtError> for $error {
+            fn from(e: $crate::oidc::jwt::JwtError) -> Self {
+                Self::Jwt(e)
+            }
+        }
+
+        impl From<$crate::oidc::common::ClaimError> for $error {
+            fn from(e: $crate::oidc::common::ClaimError) -> Self {
+                match e {
+                    $crate::oidc::common::ClaimError::Missing(name) => Self::MissingClaim(name),
+                    $crate::oidc::common::ClaimError::Invalid(name) => Self::InvalidClaim(name),
+                }
+            }
+        }
+    };
+}
+pub(crate) use token_error_conversions;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,35 +207,3 @@ mod tests {
         assert_eq!(log_safe("ééé", 2), "éé…");
     }
 }
-
-/// The error plumbing every token check shares: `source()` for the signature
-/// error, and conversions from signature and claim errors into the check's own
-/// `Jwt`, `MissingClaim` and `InvalidClaim` variants.
-macro_rules! token_error_conversions {
-    ($error:ident) => {
-        impl std::error::Error for $error {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                match self {
-                    Self::Jwt(e) => Some(e),
-                    _ => None,
-                }
-            }
-        }
-
-        impl From<$crate::oidc::jwt::JwtError> for $error {
-            fn from(e: $crate::oidc::jwt::JwtError) -> Self {
-                Self::Jwt(e)
-            }
-        }
-
-        impl From<$crate::oidc::common::ClaimError> for $error {
-            fn from(e: $crate::oidc::common::ClaimError) -> Self {
-                match e {
-                    $crate::oidc::common::ClaimError::Missing(name) => Self::MissingClaim(name),
-                    $crate::oidc::common::ClaimError::Invalid(name) => Self::InvalidClaim(name),
-                }
-            }
-        }
-    };
-}
-pub(crate) use token_error_conversions;
