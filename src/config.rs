@@ -270,17 +270,6 @@ struct RawUpstream {
     claims_header: Option<String>,
 }
 
-const DEFAULT_ALGORITHMS: [Algorithm; 8] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::EdDSA,
-];
-
 impl Config {
     /// Validates the filter configuration. `env` reads the environment variables
     /// the host passed to the VM (secrets stay out of the configuration).
@@ -432,7 +421,7 @@ impl Config {
         )?;
 
         let allowed_algorithms = match raw.id_token_signing_algorithms {
-            None => DEFAULT_ALGORITHMS.to_vec(),
+            None => Algorithm::ALL.to_vec(),
             Some(names) if names.is_empty() => {
                 return Err(ConfigError::new(
                     "id_token_signing_algorithms",
