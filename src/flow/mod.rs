@@ -212,8 +212,8 @@ pub enum CalloutOutcome {
 enum Expect {
     #[default]
     Request,
-    Session(RequestHead),
-    LogoutSession(RequestHead),
+    Session(RequestHead, SessionKey),
+    LogoutSession(RequestHead, SessionKey),
     DenyList(Box<cookie_store::Pending>),
     RefreshClaim(refresh::Refresh),
     RefreshResponse(refresh::Refresh),
@@ -291,12 +291,13 @@ impl RequestFlow {
         match session_id(ctx.config, &request) {
             Some(id) => {
                 let key = id.store_key();
+                let step = Step::LoadSession { key: key.clone() };
                 self.expect = if is_logout {
-                    Expect::LogoutSession(request)
+                    Expect::LogoutSession(request, key)
                 } else {
-                    Expect::Session(request)
+                    Expect::Session(request, key)
                 };
-                Step::LoadSession { key }
+                step
             }
             None if is_logout => {
                 let step = logout::logged_out(ctx, &request, None, None);
@@ -315,22 +316,18 @@ impl RequestFlow {
         session: Option<Session>,
     ) -> Step {
         match std::mem::take(&mut self.expect) {
-            Expect::Session(request) => {
-                let key = session_id(ctx.config, &request).map(|id| id.store_key());
-                match (session, key) {
-                    (Some(session), Some(key)) => {
-                        let next = identity::continue_session(ctx, request, session, key);
-                        self.finish_or(ctx, next)
-                    }
-                    _ => {
-                        let step = login::start_login(ctx, &request);
-                        self.finish(ctx, step)
-                    }
+            Expect::Session(request, key) => match session {
+                Some(session) => {
+                    let next = identity::continue_session(ctx, request, session, key);
+                    self.finish_or(ctx, next)
                 }
-            }
-            Expect::LogoutSession(request) => {
-                let key = session_id(ctx.config, &request).map(|id| id.store_key());
-                let step = logout::logged_out(ctx, &request, session, key);
+                None => {
+                    let step = login::start_login(ctx, &request);
+                    self.finish(ctx, step)
+                }
+            },
+            Expect::LogoutSession(request, key) => {
+                let step = logout::logged_out(ctx, &request, session, Some(key));
                 self.finish(ctx, step)
             }
             other => self.unexpected(ctx, other, "a session"),
@@ -510,8 +507,8 @@ impl Expect {
     fn name(&self) -> &'static str {
         match self {
             Expect::Request => "Request",
-            Expect::Session(_) => "Session",
-            Expect::LogoutSession(_) => "LogoutSession",
+            Expect::Session(..) => "Session",
+            Expect::LogoutSession(..) => "LogoutSession",
             Expect::DenyList(_) => "DenyList",
             Expect::LoginRecorded(_) => "LoginRecorded",
             Expect::TokenResponse(_) => "TokenResponse",
