@@ -104,6 +104,74 @@ pub(crate) fn is_explicit_type(typ: &str) -> bool {
             .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+jwt"))
 }
 
+/// Why a token was not issued by the expected issuer for this client.
+pub(crate) enum PartyError {
+    Claim(ClaimError),
+    WrongIssuer(String),
+    WrongAudience,
+    WrongAuthorizedParty,
+}
+
+impl From<ClaimError> for PartyError {
+    fn from(e: ClaimError) -> Self {
+        PartyError::Claim(e)
+    }
+}
+
+/// OIDC Core §3.1.3.7 steps 2–5, shared by ID and logout tokens: `iss` is
+/// exactly the issuer, `aud` contains the client, several audiences need an
+/// `azp`, and any `azp` is the client.
+pub(crate) fn check_issued_for(
+    claims: &Map<String, Value>,
+    issuer: &str,
+    client_id: &str,
+) -> Result<(), PartyError> {
+    let found = string_claim(claims, "iss")?.ok_or(ClaimError::Missing("iss"))?;
+    if found != issuer {
+        return Err(PartyError::WrongIssuer(log_safe(found, 128)));
+    }
+    let aud = audiences(claims)?;
+    if !aud.contains(&client_id) {
+        return Err(PartyError::WrongAudience);
+    }
+    let azp = string_claim(claims, "azp")?;
+    if (aud.len() > 1 && azp.is_none()) || azp.is_some_and(|azp| azp != client_id) {
+        return Err(PartyError::WrongAuthorizedParty);
+    }
+    Ok(())
+}
+
+/// Why `iat` is out of bounds.
+pub(crate) enum IssuedAtError {
+    Claim(ClaimError),
+    InFuture,
+    TooLongAgo,
+}
+
+impl From<ClaimError> for IssuedAtError {
+    fn from(e: ClaimError) -> Self {
+        IssuedAtError::Claim(e)
+    }
+}
+
+/// `iat` is required, not in the future and not older than `max_age`, both
+/// with `clock_skew`. Returns it.
+pub(crate) fn check_issued_at(
+    claims: &Map<String, Value>,
+    now: u64,
+    clock_skew: u64,
+    max_age: u64,
+) -> Result<u64, IssuedAtError> {
+    let iat = required_date(claims, "iat")?;
+    if iat > now.saturating_add(clock_skew) {
+        return Err(IssuedAtError::InFuture);
+    }
+    if iat < now.saturating_sub(max_age.saturating_add(clock_skew)) {
+        return Err(IssuedAtError::TooLongAgo);
+    }
+    Ok(iat)
+}
+
 /// The error plumbing every token check shares: `source()` for the signature
 /// error, and conversions from signature and claim errors into the check's own
 /// `Jwt`, `MissingClaim` and `InvalidClaim` variants.
@@ -129,6 +197,34 @@ macro_rules! token_error_conversions {
                 match e {
                     $crate::oidc::common::ClaimError::Missing(name) => Self::MissingClaim(name),
                     $crate::oidc::common::ClaimError::Invalid(name) => Self::InvalidClaim(name),
+                }
+            }
+        }
+    };
+    ($error:ident, issued_for) => {
+        $crate::oidc::common::token_error_conversions!($error);
+
+        impl From<$crate::oidc::common::PartyError> for $error {
+            fn from(e: $crate::oidc::common::PartyError) -> Self {
+                match e {
+                    $crate::oidc::common::PartyError::Claim(e) => e.into(),
+                    $crate::oidc::common::PartyError::WrongIssuer(found) => {
+                        Self::WrongIssuer(found)
+                    }
+                    $crate::oidc::common::PartyError::WrongAudience => Self::WrongAudience,
+                    $crate::oidc::common::PartyError::WrongAuthorizedParty => {
+                        Self::WrongAuthorizedParty
+                    }
+                }
+            }
+        }
+
+        impl From<$crate::oidc::common::IssuedAtError> for $error {
+            fn from(e: $crate::oidc::common::IssuedAtError) -> Self {
+                match e {
+                    $crate::oidc::common::IssuedAtError::Claim(e) => e.into(),
+                    $crate::oidc::common::IssuedAtError::InFuture => Self::IssuedInFuture,
+                    $crate::oidc::common::IssuedAtError::TooLongAgo => Self::IssuedTooLongAgo,
                 }
             }
         }

@@ -3,7 +3,8 @@
 use subtle::ConstantTimeEq;
 
 use super::common::{
-    audiences, is_explicit_type, log_safe, numeric_date, required_date, string_claim, ClaimError,
+    check_issued_at, check_issued_for, is_explicit_type, log_safe, numeric_date, required_date,
+    string_claim, ClaimError,
 };
 use super::jwks::Jwks;
 use super::jwt::{verify_signature, Algorithm, JwtError};
@@ -78,7 +79,7 @@ impl std::fmt::Display for IdTokenError {
     }
 }
 
-super::common::token_error_conversions!(IdTokenError);
+super::common::token_error_conversions!(IdTokenError, issued_for);
 
 pub fn verify_id_token(
     raw: &str,
@@ -98,26 +99,10 @@ pub fn verify_id_token(
     }
     let claims = jwt.claims;
 
-    // 2. The issuer must exactly match the configured one.
-    let issuer = string_claim(&claims, "iss")?.ok_or(ClaimError::Missing("iss"))?;
-    if issuer != expect.issuer {
-        return Err(IdTokenError::WrongIssuer(log_safe(issuer, 128)));
-    }
-
-    // 3. The audience must contain this client.
-    let aud = audiences(&claims)?;
-    if !aud.contains(&expect.client_id) {
-        return Err(IdTokenError::WrongAudience);
-    }
-    // 4. With several audiences an azp is required …
-    let azp = string_claim(&claims, "azp")?;
-    if aud.len() > 1 && azp.is_none() {
-        return Err(IdTokenError::WrongAuthorizedParty);
-    }
-    // 5. … and any azp must be this client.
-    if azp.is_some_and(|azp| azp != expect.client_id) {
-        return Err(IdTokenError::WrongAuthorizedParty);
-    }
+    // 2. The issuer must exactly match the configured one. 3. The audience must
+    // contain this client. 4. With several audiences an azp is required, and 5.
+    // any azp must be this client.
+    check_issued_for(&claims, expect.issuer, expect.client_id)?;
 
     // 9. The current time must be before exp (allowing for clock skew).
     let exp = required_date(&claims, "exp")?;
@@ -127,16 +112,7 @@ pub fn verify_id_token(
 
     // 10. iat bounds how old a token may be; one from the future means a broken clock
     //     or a forged date.
-    let iat = required_date(&claims, "iat")?;
-    if iat > expect.now.saturating_add(expect.clock_skew) {
-        return Err(IdTokenError::IssuedInFuture);
-    }
-    let oldest = expect
-        .now
-        .saturating_sub(expect.max_age.saturating_add(expect.clock_skew));
-    if iat < oldest {
-        return Err(IdTokenError::IssuedTooLongAgo);
-    }
+    let iat = check_issued_at(&claims, expect.now, expect.clock_skew, expect.max_age)?;
     // nbf is optional in OIDC but, when present, still binds (RFC 7519 §4.1.5).
     if let Some(nbf) = numeric_date(&claims, "nbf")? {
         if nbf > expect.now.saturating_add(expect.clock_skew) {

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::common::{
-    audiences, log_safe, numeric_date, required_date, string_claim, typ_is, ClaimError,
+    check_issued_at, check_issued_for, log_safe, numeric_date, string_claim, typ_is, ClaimError,
 };
 use super::jwks::Jwks;
 use super::jwt::{verify_signature, Algorithm, JwtError};
@@ -84,7 +84,7 @@ impl std::fmt::Display for LogoutTokenError {
     }
 }
 
-super::common::token_error_conversions!(LogoutTokenError);
+super::common::token_error_conversions!(LogoutTokenError, issued_for);
 
 pub fn verify_logout_token(
     raw: &str,
@@ -104,28 +104,8 @@ pub fn verify_logout_token(
     let claims = jwt.claims;
 
     // 3. iss, aud, iat and exp are validated as for ID tokens (OIDC Core §3.1.3.7).
-    let issuer = string_claim(&claims, "iss")?.ok_or(ClaimError::Missing("iss"))?;
-    if issuer != expect.issuer {
-        return Err(LogoutTokenError::WrongIssuer(log_safe(issuer, 128)));
-    }
-    let aud = audiences(&claims)?;
-    if !aud.contains(&expect.client_id) {
-        return Err(LogoutTokenError::WrongAudience);
-    }
-    let azp = string_claim(&claims, "azp")?;
-    if (aud.len() > 1 && azp.is_none()) || azp.is_some_and(|azp| azp != expect.client_id) {
-        return Err(LogoutTokenError::WrongAuthorizedParty);
-    }
-    let iat = required_date(&claims, "iat")?;
-    if iat > expect.now.saturating_add(expect.clock_skew) {
-        return Err(LogoutTokenError::IssuedInFuture);
-    }
-    let oldest = expect
-        .now
-        .saturating_sub(expect.max_age.saturating_add(expect.clock_skew));
-    if iat < oldest {
-        return Err(LogoutTokenError::IssuedTooLongAgo);
-    }
+    check_issued_for(&claims, expect.issuer, expect.client_id)?;
+    let iat = check_issued_at(&claims, expect.now, expect.clock_skew, expect.max_age)?;
     let exp = numeric_date(&claims, "exp")?;
     if exp.is_some_and(|exp| expect.now > exp.saturating_add(expect.clock_skew)) {
         return Err(LogoutTokenError::Expired);
