@@ -117,9 +117,11 @@ pub enum Step {
         value: Vec<u8>,
         then: Box<Step>,
     },
-    /// Fetch the provider's JWKS again, share it, then call
+    /// A token names the unknown key `kid`: fetch the provider's JWKS again
+    /// (unless [`crate::provider::KidRefetches`] says another worker just did or
+    /// the `kid` is known to be unknown), share it, then call
     /// [`RequestFlow::handle_jwks_refreshed`].
-    RefetchJwks,
+    RefetchJwks { kid: String },
 }
 
 #[derive(Debug, Default)]

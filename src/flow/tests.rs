@@ -87,6 +87,7 @@ fn provider(idp: &Idp) -> Provider {
         metadata,
         jwks: Jwks::parse(idp.jwks_json().as_bytes()).unwrap(),
         jwks_fetched_at: NOW - 3600,
+        kid_refetches: Default::default(),
     }
 }
 
@@ -738,7 +739,10 @@ fn an_unknown_kid_refetches_keys_once_then_validates() {
         200,
         &token_body(&rotated.id_token(valid_claims(&login.nonce))),
     );
-    assert!(matches!(step, Step::RefetchJwks), "{step:?}");
+    assert!(
+        matches!(&step, Step::RefetchJwks { kid } if kid == "new"),
+        "{step:?}"
+    );
 
     rp.provider = Some(provider(&rotated));
     let (mut ctx, _, _) = rp.ctx();
@@ -749,11 +753,27 @@ fn an_unknown_kid_refetches_keys_once_then_validates() {
 }
 
 #[test]
+fn keys_fetched_on_schedule_just_now_are_refetched_for_a_new_kid() {
+    let old = Idp::new(1, "old");
+    let rotated = Idp::new(3, "new");
+    let mut rp = Rp::new(&old);
+    rp.provider.as_mut().unwrap().jwks_fetched_at = NOW;
+    let login = start(&mut rp, "/");
+    let (mut flow, _) = callback(&mut rp, &login, "c");
+    let step = rp.callout_response(
+        &mut flow,
+        200,
+        &token_body(&rotated.id_token(valid_claims(&login.nonce))),
+    );
+    assert!(matches!(step, Step::RefetchJwks { .. }), "{step:?}");
+}
+
+#[test]
 fn keys_are_not_refetched_again_and_again() {
     let old = Idp::new(1, "old");
     let rotated = Idp::new(3, "new");
     let mut rp = Rp::new(&old);
-    rp.provider.as_mut().unwrap().jwks_fetched_at = NOW - 1;
+    rp.provider.as_mut().unwrap().kid_refetches.last_at = Some(NOW - 1);
     let login = start(&mut rp, "/");
     let (mut flow, _) = callback(&mut rp, &login, "c");
     let step = rp.callout_response(
