@@ -49,6 +49,7 @@ pub(super) fn authenticate<R: CryptoRngCore>(
     }
     let expect = AccessTokenExpectations {
         issuer: &config.issuer,
+        client_id: &config.client_id,
         audiences: &config.access.bearer.audiences,
         allowed_algorithms: &config.allowed_algorithms,
         now: ctx.now,

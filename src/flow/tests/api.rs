@@ -721,3 +721,36 @@ fn the_cache_is_bounded_and_collisions_only_evict() {
         }
     }
 }
+
+#[test]
+fn an_id_token_without_nonce_is_no_access_token_for_the_default_audience() {
+    let idp = Idp::new(1, "k1");
+    // The default API audience is the client id, the audience of our ID tokens.
+    let mut rp = Rp::new(&idp);
+    let refreshed_id_token = idp.id_token(serde_json::json!({
+        "iss": ISSUER, "aud": "rp", "azp": "rp", "sub": "alice", "auth_time": NOW - 600,
+        "iat": NOW - 10, "exp": NOW + 300, "at_hash": "x"
+    }));
+    assert_invalid_token(
+        bearer(&mut rp, "/", &refreshed_id_token),
+        "ID token from a refresh",
+    );
+    let bare = idp.id_token(serde_json::json!({
+        "iss": ISSUER, "aud": "rp", "azp": "rp", "sub": "alice", "auth_time": NOW - 600,
+        "iat": NOW - 10, "exp": NOW + 300
+    }));
+    assert_invalid_token(bearer(&mut rp, "/", &bare), "auth_time, azp, no scope");
+
+    // An access token for the client id with a scope passes.
+    let access = idp.id_token(serde_json::json!({
+        "iss": ISSUER, "aud": "rp", "sub": "alice", "client_id": "rp",
+        "iat": NOW - 10, "exp": NOW + 300, "scope": "openid api"
+    }));
+    assert_eq!(
+        set_header(
+            &forward(bearer(&mut rp, "/", &access)),
+            "x-auth-request-user"
+        ),
+        Some("alice")
+    );
+}
