@@ -250,6 +250,7 @@ pub(super) fn finish_login<R: CryptoRngCore>(
         last_seen: now,
         access_token: tokens.access_token,
         access_token_expires_at: tokens.expires_in.map(|s| now.saturating_add(s)),
+        access_token_lifetime: tokens.expires_in,
         refresh_token: tokens.refresh_token,
         id_token: tokens.id_token.filter(|_| keep_id_token),
         claims,

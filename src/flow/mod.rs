@@ -149,6 +149,12 @@ pub enum StoreWrite {
         key: SessionKey,
         session: Box<Session>,
     },
+    /// Replace a session that still exists (refreshed tokens). A session
+    /// deleted meanwhile (logout, back-channel logout, the sweep) stays deleted.
+    Update {
+        key: SessionKey,
+        session: Box<Session>,
+    },
     /// Record activity for the idle timeout without rewriting the tokens, so a
     /// touch can never undo another worker's refresh.
     Touch {
@@ -219,6 +225,7 @@ enum Expect {
     DenyList(Box<cookie_store::Pending>),
     RefreshClaim(refresh::Refresh),
     RefreshResponse(refresh::Refresh),
+    RefreshJwks(refresh::Refresh, TokenResponse),
     LogoutTokenBody,
     LogoutTokenJwks(String),
     LogoutTokenRecorded(backchannel::LogoutTarget),
@@ -459,6 +466,10 @@ impl RequestFlow {
                 let next = backchannel::verify(ctx, &token, false);
                 self.finish_or(ctx, next)
             }
+            Expect::RefreshJwks(refresh, tokens) => {
+                let next = refresh::apply_tokens(ctx, refresh, tokens, false);
+                self.finish_or(ctx, next)
+            }
             other => self.unexpected(ctx, other, "refetched keys"),
         }
     }
@@ -520,6 +531,7 @@ impl Expect {
             Expect::Introspection(_) => "Introspection",
             Expect::RefreshClaim(_) => "RefreshClaim",
             Expect::RefreshResponse(_) => "RefreshResponse",
+            Expect::RefreshJwks(..) => "RefreshJwks",
             Expect::LogoutTokenBody => "LogoutTokenBody",
             Expect::LogoutTokenJwks(_) => "LogoutTokenJwks",
             Expect::LogoutTokenRecorded(_) => "LogoutTokenRecorded",
