@@ -1,5 +1,6 @@
 """Fixtures for the end-to-end tests: the test IdP, the echo upstream and Envoy gateways.
 
+- `rogue`: a scriptable misbehaving provider (tests/idp/rogue.mjs) for one test.
 - `idp`: one oidc-provider for the whole run, registered with the redirect URIs of a pool of
   gateway ports (`gateway_ports`), so every gateway the tests start can log in through it.
 - `echo`: one echo upstream for the whole run.
@@ -24,6 +25,7 @@ from harness import (
     Echo,
     Gateway,
     Idp,
+    Rogue,
     build_envoy_config,
     free_port,
     logged_in,
@@ -80,6 +82,14 @@ def idp_factory(workdir, gateway_ports):
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def rogue(workdir):
+    """A fresh misbehaving provider (tests/idp/rogue.mjs) for one test; use gateway(_idp=rogue)."""
+    server = Rogue(workdir).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -208,7 +218,7 @@ def pytest_runtest_makereport(item, call):
             gateways.append(funcargs["gw"])
         for g in gateways:
             report.sections.append((f"envoy :{g.port} log ({g.log_path})", g.log_summary(tail=40)))
-        for name in ("idp",):
+        for name in ("idp", "rogue"):
             if name in funcargs:
                 report.sections.append((f"{name} log", funcargs[name].log()[-3000:]))
     return report
