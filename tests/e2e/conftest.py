@@ -8,7 +8,8 @@
 - `gateway(**config_overrides)`: factory; starts Envoy with a patched copy of envoy.yaml and
   waits until the filter has loaded the provider metadata. Options (keyword-only, prefixed to
   keep them apart from the filter's config keys): `_idp=` another Idp, `_port=` a listener
-  port, `_wait_metadata=False`, `_raw_config=` the filter JSON verbatim, `_env=` extra env.
+  port, `_wait_metadata=False`, `_raw_config=` the filter JSON verbatim, `_env=` extra env,
+  `_concurrency=` Envoy's worker count (default 2).
 - `browser()`: factory of curl-driven browsers, each with its own cookie jar.
 """
 
@@ -139,11 +140,11 @@ class GatewayFactory:
 
     def __call__(self, _idp: Idp | None = None, _port: int | None = None, _wait_metadata: bool = True,
                  _wait_ready: bool = True, _raw_config: str | None = None, _env: dict | None = None,
-                 **config_overrides) -> Gateway:
+                 _concurrency: int = 2, **config_overrides) -> Gateway:
         provider = _idp or self.idp
         port = self.port_pool.take(_port)
         cfg = build_envoy_config(port, provider.port, self.echo.port, config_overrides, raw_filter_config=_raw_config)
-        gw = Gateway(self.workdir, cfg, port, env=_env)
+        gw = Gateway(self.workdir, cfg, port, env=_env, concurrency=_concurrency)
         gw.idp = provider
         self.started.append(gw)
         gw.start()

@@ -413,8 +413,9 @@ def build_envoy_config(listen_port: int, idp_port: int, upstream_port: int, conf
 class Gateway:
     """An Envoy process with (a patched copy of) envoy.yaml."""
 
-    def __init__(self, workdir: Path, cfg: dict, port: int, env: dict | None = None):
+    def __init__(self, workdir: Path, cfg: dict, port: int, env: dict | None = None, concurrency: int = 2):
         self.port = port
+        self.concurrency = concurrency
         self.base = f"http://127.0.0.1:{port}"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"envoy-{port}-", dir=workdir))
         self.config_path = self.workdir / "envoy.yaml"
@@ -434,7 +435,7 @@ class Gateway:
             find_envoy(),
             "-c", str(self.config_path),
             "--use-dynamic-base-id",
-            "--concurrency", "2",
+            "--concurrency", str(self.concurrency),
             "-l", "info",
             "--log-path", str(self.log_path),
             "--admin-address-path", str(self.admin_address_path),
