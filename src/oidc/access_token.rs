@@ -132,27 +132,26 @@ pub fn verify_access_token(
 /// An untyped token that is an ID token, not an access token. An ID token for
 /// our own client has our client id as audience, which is also the default API
 /// audience, and ID tokens leak (`id_token_hint` in logout URLs, an upstream
-/// sent the ID token). A `nonce` always gives one away; with our client id as
-/// audience, so do the claims only ID tokens carry: `at_hash`, `c_hash`,
-/// `s_hash`, or `auth_time` with `azp` and no scope (an ID token from a
-/// refresh need not repeat the nonce). RFC 9068 `at+jwt` tokens are access
-/// tokens by their type and are not judged by their claims.
+/// sent the ID token), and one from a refresh need not carry the `nonce` that
+/// always gives one away. So with our client id as audience, a token is an
+/// access token only if it names what it grants or to whom (`scope`, `scp`,
+/// `client_id` as RFC 9068 requires, Okta's `cid`) and carries none of the
+/// claims only ID tokens carry (`at_hash`, `c_hash`, `s_hash`). RFC 9068
+/// `at+jwt` tokens are access tokens by their type, whatever their claims.
 fn looks_like_id_token(
     claims: &serde_json::Map<String, serde_json::Value>,
     aud: &[&str],
     client_id: &str,
 ) -> bool {
-    if claims.contains_key("nonce") {
+    let has = |name: &str| claims.contains_key(name);
+    if has("nonce") {
         return true;
     }
     if !aud.contains(&client_id) {
         return false;
     }
-    let has = |name: &str| claims.contains_key(name);
-    has("at_hash")
-        || has("c_hash")
-        || has("s_hash")
-        || (has("auth_time") && has("azp") && !has("scope") && !has("scp"))
+    let grants_something = has("scope") || has("scp") || has("client_id") || has("cid");
+    !grants_something || has("at_hash") || has("c_hash") || has("s_hash")
 }
 
 #[cfg(test)]
@@ -284,8 +283,17 @@ mod tests {
             }));
             merged(id_token, changes)
         };
+        let refreshed = json!({
+            "iss": ISS, "sub": "alice", "aud": "rp", "iat": NOW, "exp": NOW + 3600,
+            "sid": "s1", "email": "alice@example.test"
+        });
         for (name, claims) in [
+            ("a bare ID token from a refresh", refreshed),
             ("auth_time and azp", id_claims(json!({}))),
+            (
+                "at_hash and a scope",
+                id_claims(json!({"at_hash": "x", "scope": "openid"})),
+            ),
             (
                 "at_hash",
                 id_claims(json!({"at_hash": "x", "auth_time": null})),
