@@ -23,6 +23,8 @@ from harness import CLIENT_ID, logged_in
 SESSION_COOKIE = "__Host-oidc-session"
 BACKCHANNEL_PATH = "/oauth2/backchannel-logout"
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+# Access tokens live 8 s at the Rogue provider in the refresh tests; refreshed from 4 s on.
+MARGIN_4 = {"refresh_margin_seconds": 4}
 
 
 # ----------------------------------------------------------------------------------------
@@ -155,7 +157,7 @@ def test_random_kids_cause_a_bounded_number_of_jwks_fetches(rogue, gateway, brow
 def test_an_id_token_from_a_refresh_is_refused_as_a_bearer_token(rogue, gateway, browser):
     # upstream.authorization: id_token hands the ID token to the upstream: that is one way it leaks.
     rogue.control(access_token_ttl=4)
-    gw = gateway(_idp=rogue, upstream={"authorization": "id_token"})
+    gw = gateway(_idp=rogue, upstream={"authorization": "id_token"}, session={"refresh_margin_seconds": 2})
     b = browser()
     t0 = login_at(b, gw)
     login_id_token = access_token(b.get(gw.url("/")))
@@ -183,7 +185,7 @@ def test_an_id_token_from_a_refresh_is_refused_as_a_bearer_token(rogue, gateway,
 
 def test_a_refreshed_id_token_signed_with_a_new_key_works_after_a_refetch(rogue, gateway, browser):
     rogue.control(access_token_ttl=8)
-    gw = gateway(_idp=rogue)
+    gw = gateway(_idp=rogue, session=MARGIN_4)
     b = browser()
     t0 = login_at(b, gw)
     first = access_token(b.get(gw.url("/")))
@@ -199,7 +201,7 @@ def test_a_refreshed_id_token_signed_with_a_new_key_works_after_a_refetch(rogue,
 
 def test_an_invalid_refreshed_id_token_does_not_lose_the_session(rogue, gateway, browser):
     rogue.control(access_token_ttl=8, refresh_id_token_claims={"aud": "someone-else"})
-    gw = gateway(_idp=rogue)
+    gw = gateway(_idp=rogue, session=MARGIN_4)
     b = browser()
     t0 = login_at(b, gw)
     first = access_token(b.get(gw.url("/")))
@@ -244,7 +246,7 @@ def test_a_token_shorter_than_the_margin_is_not_refreshed_on_every_request(rogue
 
 def test_a_logout_during_a_refresh_is_not_undone_by_its_answer(rogue, gateway, browser):
     rogue.control(access_token_ttl=8, refresh_delay_ms=3000)
-    gw = gateway(_idp=rogue)
+    gw = gateway(_idp=rogue, session=MARGIN_4)
     b = browser()
     t0 = login_at(b, gw)
     cookie = b.cookie(SESSION_COOKIE).value
