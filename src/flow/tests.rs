@@ -1247,6 +1247,27 @@ fn post_logout_token(rp: &mut Rp, token: &str) -> LocalResponse {
 }
 
 #[test]
+fn a_logout_token_signed_with_a_new_key_refetches_the_keys() {
+    let old = Idp::new(1, "k1");
+    let rotated = Idp::new(3, "k2");
+    let mut rp = Rp::with_config(&old, r#", "backchannel_logout_path": "/bcl""#);
+    let _ = complete_login(&mut rp, &old, "/");
+    rp.body = Some(format!("logout_token={}", logout_token(&rotated, |_| {})).into_bytes());
+    let mut flow = RequestFlow::new();
+    let form: &[u8] = b"application/x-www-form-urlencoded";
+    let step = rp.request(&mut flow, "POST", "/bcl", &[("content-type", form)]);
+    assert!(
+        matches!(&step, Step::RefetchJwks { kid } if kid == "k2"),
+        "{step:?}"
+    );
+    rp.provider = Some(provider(&rotated));
+    let (mut ctx, _, _) = rp.ctx();
+    let step = flow.handle_jwks_refreshed(&mut ctx);
+    assert_eq!(response(rp.run(&mut flow, step)).status, 200);
+    assert!(rp.store.is_empty(), "the session ended");
+}
+
+#[test]
 fn back_channel_logout_ends_the_named_session_once() {
     let idp = Idp::new(1, "k1");
     let mut rp = Rp::with_config(&idp, r#", "backchannel_logout_path": "/bcl""#);
