@@ -70,7 +70,7 @@ pub(super) fn start_login<R: CryptoRngCore>(
             &cookie_name,
             &sealed,
             Some(config.login_timeout),
-            &config.cookies.attributes,
+            &config.cookies.login_attributes(),
         ),
     ));
     log::debug!("no session: redirecting to the provider to log in");

@@ -18,6 +18,7 @@ use crate::session::deny_list::{DenyList, DENY_LIST_KEY};
 use crate::session::Session;
 
 mod api;
+mod requests;
 
 const NOW: u64 = 1_800_000_000;
 const ISSUER: &str = "https://idp.example";
