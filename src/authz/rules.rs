@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::public_paths::under_prefix;
+use super::public_paths::{under_prefix, under_prefix_ignoring_case};
 use crate::config::ClaimPath;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,11 +159,10 @@ impl Authorization {
 }
 
 impl Rule {
-    /// With `ignore_case`, `target.path` comes from [`fold_case`]; prefixes are
-    /// ASCII (see `is_normalized_pattern`), so lower-casing them folds them alike.
+    /// With `ignore_case`, `target.path` comes from [`fold_case`].
     fn matches(&self, target: &Target<'_>, ignore_case: bool) -> bool {
         let under = if ignore_case {
-            under_prefix(target.path, &self.path_prefix.to_ascii_lowercase())
+            under_prefix_ignoring_case(target.path, &self.path_prefix)
         } else {
             under_prefix(target.path, &self.path_prefix)
         };
