@@ -91,12 +91,15 @@ pub(super) fn verify<R: CryptoRngCore>(
     };
     let verified = match verify_logout_token(token, &provider.jwks, &expect) {
         Ok(verified) => verified,
-        Err(LogoutTokenError::Jwt(JwtError::UnknownKid(_)))
-            if may_refetch_keys && provider.may_refetch_jwks(ctx.now) =>
+        Err(LogoutTokenError::Jwt(JwtError::UnknownKid(kid)))
+            if may_refetch_keys && provider.may_refetch_jwks_for(&kid, ctx.now) =>
         {
+            log::info!(
+                "logout token signed with unknown key {kid:?}: refetching the provider's keys"
+            );
             return Next::Wait(
                 Box::new(Expect::LogoutTokenJwks(token.to_string())),
-                Step::RefetchJwks,
+                Step::RefetchJwks { kid },
             );
         }
         Err(err) => {

@@ -219,10 +219,13 @@ pub(super) fn finish_login<R: CryptoRngCore>(
     let id_token = match verify_id_token(raw_id_token, &provider.jwks, &expect) {
         Ok(verified) => verified,
         Err(IdTokenError::Jwt(JwtError::UnknownKid(kid)))
-            if may_refetch_keys && provider.may_refetch_jwks(ctx.now) =>
+            if may_refetch_keys && provider.may_refetch_jwks_for(&kid, ctx.now) =>
         {
             log::info!("ID token signed with unknown key {kid:?}: refetching the provider's keys");
-            return Next::Wait(Box::new(Expect::Jwks(cb, tokens)), Step::RefetchJwks);
+            return Next::Wait(
+                Box::new(Expect::Jwks(cb, tokens)),
+                Step::RefetchJwks { kid },
+            );
         }
         Err(err) => {
             log::warn!("ID token rejected: {err}");
@@ -247,6 +250,7 @@ pub(super) fn finish_login<R: CryptoRngCore>(
         last_seen: now,
         access_token: tokens.access_token,
         access_token_expires_at: tokens.expires_in.map(|s| now.saturating_add(s)),
+        access_token_lifetime: tokens.expires_in,
         refresh_token: tokens.refresh_token,
         id_token: tokens.id_token.filter(|_| keep_id_token),
         claims,
