@@ -8,7 +8,7 @@ use super::{
     Expect, Next, RequestHead, Respond, Step, StoreWrite,
 };
 use crate::crypto;
-use crate::http::cookies;
+use crate::http::cookies::{self, SameSite};
 use crate::http::pages::{self, LocalResponse};
 use crate::http::paths;
 use crate::oidc::id_token::{verify_id_token, IdTokenError, IdTokenExpectations, NonceCheck};
@@ -266,7 +266,15 @@ pub(super) fn finish_login<R: CryptoRngCore>(
         session: Box::new(session),
     });
 
-    let mut response = pages::redirect(&cb.login.return_to);
+    // A redirect would continue the provider's cross-site navigation, and
+    // browsers send no `Strict` cookie along it: the new session would look
+    // absent and the login start over, forever. A page of our own that moves on
+    // makes the next request same-site.
+    let mut response = if config.cookies.attributes.same_site == SameSite::Strict {
+        pages::continue_page(&cb.login.return_to)
+    } else {
+        pages::redirect(&cb.login.return_to)
+    };
     response
         .headers
         .push(expire_cookie(config, &cb.cookie_name));

@@ -561,9 +561,14 @@ fn session_id(config: &Config, request: &RequestHead) -> Option<SessionId> {
 
 /// The `Set-Cookie` that deletes one of our cookies.
 fn expire_cookie(config: &Config, name: &str) -> (String, String) {
+    let attributes = if name.starts_with(&config.cookies.login_prefix) {
+        config.cookies.login_attributes()
+    } else {
+        config.cookies.attributes.clone()
+    };
     (
         "set-cookie".to_string(),
-        cookies::set_cookie(name, "", Some(0), &config.cookies.attributes),
+        cookies::set_cookie(name, "", Some(0), &attributes),
     )
 }
 

@@ -18,6 +18,7 @@ use crate::session::deny_list::{DenyList, DENY_LIST_KEY};
 use crate::session::Session;
 
 mod api;
+mod requests;
 
 const NOW: u64 = 1_800_000_000;
 const ISSUER: &str = "https://idp.example";
@@ -1243,8 +1244,10 @@ fn logout_token(idp: &Idp, change: impl FnOnce(&mut serde_json::Value)) -> Strin
 fn post_logout_token(rp: &mut Rp, token: &str) -> LocalResponse {
     rp.body = Some(format!("logout_token={token}").into_bytes());
     let mut flow = RequestFlow::new();
-    response(rp.request(&mut flow, "POST", "/bcl", &[]))
+    response(rp.request(&mut flow, "POST", "/bcl", FORM))
 }
+
+const FORM: &[(&str, &[u8])] = &[("content-type", b"application/x-www-form-urlencoded")];
 
 #[test]
 fn a_logout_token_signed_with_a_new_key_refetches_the_keys() {
@@ -1347,10 +1350,27 @@ fn invalid_logout_tokens_are_refused_and_end_nothing() {
         );
         assert_eq!(rp.store.len(), 1, "{name} ended a session");
     }
+    for content_type in [
+        &b"text/plain"[..],
+        b"application/json",
+        b"multipart/form-data",
+    ] {
+        rp.body = Some(format!("logout_token={}", logout_token(&idp, |_| {})).into_bytes());
+        let mut flow = RequestFlow::new();
+        let answer =
+            response(rp.request(&mut flow, "POST", "/bcl", &[("content-type", content_type)]));
+        assert_eq!(answer.status, 400);
+        assert!(String::from_utf8_lossy(&answer.body).contains("x-www-form-urlencoded"));
+        assert_eq!(
+            rp.store.len(),
+            1,
+            "a valid token in another format ended a session"
+        );
+    }
     rp.body = Some(b"logout_token=a&logout_token=b".to_vec());
     let mut flow = RequestFlow::new();
     assert_eq!(
-        response(rp.request(&mut flow, "POST", "/bcl", &[])).status,
+        response(rp.request(&mut flow, "POST", "/bcl", FORM)).status,
         400
     );
     let mut flow = RequestFlow::new();

@@ -10,7 +10,7 @@ use super::root::Shared;
 use super::store::{self, HostSharedData};
 use crate::config::SessionStoreKind;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
-use crate::http::pages;
+use crate::http::{cache_control, pages};
 use crate::provider::Provider;
 use crate::session::{deny_list, refresh_lease, shared_store};
 
@@ -320,7 +320,18 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in std::mem::take(&mut self.response_headers) {
+        let added = std::mem::take(&mut self.response_headers);
+        if cache_control::sets_cookie(&added) {
+            let upstream: Vec<Vec<u8>> = self
+                .get_http_response_headers_bytes()
+                .into_iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("cache-control"))
+                .map(|(_, value)| value)
+                .collect();
+            let merged = cache_control::make_private(&upstream);
+            self.set_http_response_header("cache-control", Some(&merged));
+        }
+        for (name, value) in added {
             self.add_http_response_header(&name, &value);
         }
         Action::Continue
