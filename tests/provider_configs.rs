@@ -4,10 +4,15 @@
 use oidc_filter::config::{ClaimSource, Config};
 
 fn parse(name: &str) -> Config {
-    let path = format!("{}/deploy/providers/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/deploy/providers/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let json = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    Config::parse(&json, |var| (var == "OIDC_CLIENT_SECRET").then(|| "secret".to_string()))
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
+    Config::parse(&json, |var| {
+        (var == "OIDC_CLIENT_SECRET").then(|| "secret".to_string())
+    })
+    .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[test]
@@ -23,7 +28,14 @@ fn every_provider_configuration_is_valid() {
     names.sort();
     assert_eq!(
         names,
-        ["auth0", "entra-id", "google", "keycloak", "oidc-provider", "okta"]
+        [
+            "auth0",
+            "entra-id",
+            "google",
+            "keycloak",
+            "oidc-provider",
+            "okta"
+        ]
     );
     for name in names {
         parse(&name);
