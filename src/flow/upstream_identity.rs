@@ -2,6 +2,8 @@
 //! token's claims: the configured claim-to-header map and, optionally, the
 //! whole claim set as base64url JSON.
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -44,11 +46,21 @@ pub(super) fn identity_headers(
     headers
 }
 
-/// The claim at `path`, unless absent or `null`.
-fn claim(path: &ClaimPath, sub: Option<&str>, claims: &Map<String, Value>) -> Option<Value> {
+/// The claim at `path`, unless absent or `null`; borrowed, since this runs for
+/// every header of every request.
+fn claim<'a>(
+    path: &ClaimPath,
+    sub: Option<&str>,
+    claims: &'a Map<String, Value>,
+) -> Option<Cow<'a, Value>> {
     match sub {
-        Some(sub) if path.0.len() == 1 && path.root() == "sub" => Some(Value::from(sub)),
-        _ => path.lookup(claims).filter(|v| !v.is_null()).cloned(),
+        Some(sub) if path.0.len() == 1 && path.root() == "sub" => {
+            Some(Cow::Owned(Value::from(sub)))
+        }
+        _ => path
+            .lookup(claims)
+            .filter(|v| !v.is_null())
+            .map(Cow::Borrowed),
     }
 }
 
