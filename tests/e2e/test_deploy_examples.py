@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -192,3 +193,29 @@ def test_each_provider_file_configures_the_filter(wasm, tmp_path, name):
     config = json.loads((DEPLOY / "providers" / f"{name}.json").read_text())
     # Clusters are only names here; validation does not connect.
     assert_valid(validate_envoy(tmp_path, wasm, config))
+
+
+# ---- scripts/check-k8s-examples (the CRD schemas themselves are not in this repository) --
+
+
+def test_the_schema_checker_refuses_undeclared_fields(tmp_path):
+    """Mechanics only, with a made-up CRD: strict validation, and skipping kinds no CRD covers."""
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.test"},
+        "spec": {"group": "example.test", "names": {"kind": "Widget"}, "versions": [{
+            "name": "v1", "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                "spec": {"type": "object", "properties": {"size": {"type": "integer"}},
+                         "required": ["size"]}}}}}]},
+    }
+    (tmp_path / "crd.yaml").write_text(yaml.safe_dump(crd))
+    good = {"apiVersion": "example.test/v1", "kind": "Widget", "metadata": {"name": "a"}, "spec": {"size": 1}}
+    typo = dict(good, spec={"size": 1, "colour": "red"})
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+    (tmp_path / "good.yaml").write_text(yaml.safe_dump_all([good, other]))
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(typo))
+    script = [sys.executable, str(REPO / "scripts" / "check-k8s-examples"), str(tmp_path / "crd.yaml"), "--resources"]
+    ok = subprocess.run(script + [str(tmp_path / "good.yaml")], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "ok    " in ok.stdout and "skip  " in ok.stdout, ok.stdout + ok.stderr
+    bad = subprocess.run(script + [str(tmp_path / "typo.yaml")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "colour" in bad.stdout, bad.stdout + bad.stderr
