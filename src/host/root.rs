@@ -116,6 +116,9 @@ impl RootContext for Root {
                     process_keys: ProcessKeys::default(),
                     metrics: Metrics::define(),
                 }));
+                // On Envoy the first on_configure runs in the canary VM, before
+                // any worker: the one key that must exist before workers race.
+                crate::session::first_write::create_lock(&HostSharedData);
                 // Fetches start from the first tick: a callout made here would die
                 // with the short-lived canary VM that runs on_configure.
                 self.set_tick_period(Duration::from_secs(1));

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::buckets::IndexEntry;
+use super::first_write::ensure_exists;
 use super::shared_store::{SharedData, WriteError};
 use super::Session;
 
@@ -124,11 +125,13 @@ impl DenyList {
 pub fn record(data: &impl SharedData, entries: &[IndexEntry], until: u64, now: u64) -> bool {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = data.get(DENY_LIST_KEY);
-        if bytes.is_none() && cas.is_none() {
+        let Some(cas) = cas else {
             // Compare-and-swap on an absent key always succeeds: create it first.
-            let _ = data.set(DENY_LIST_KEY, &DenyList::default().encode(), None);
+            if !ensure_exists(data, DENY_LIST_KEY) {
+                return false;
+            }
             continue;
-        }
+        };
         let mut list = bytes
             .as_deref()
             .and_then(DenyList::decode)
@@ -136,7 +139,7 @@ pub fn record(data: &impl SharedData, entries: &[IndexEntry], until: u64, now: u
         for entry in entries {
             list.insert(entry, until, now);
         }
-        match data.set(DENY_LIST_KEY, &list.encode(), cas) {
+        match data.set(DENY_LIST_KEY, &list.encode(), Some(cas)) {
             Ok(()) => return true,
             Err(WriteError::CasMismatch) => continue,
             Err(WriteError::Failed(reason)) => {

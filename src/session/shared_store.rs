@@ -2,9 +2,12 @@
 //! data), laid out in buckets with an index (see [`super::buckets`]).
 //!
 //! Every read-modify-write goes through compare-and-swap and retries on a
-//! conflict, because all workers write the same keys.
+//! conflict, because all workers write the same keys. A key is created (see
+//! [`super::first_write`]) before its first write, because a version is
+//! ignored for keys that do not exist.
 
 use super::buckets::{IndexBucket, IndexEntry, Layout, SessionBucket};
+use super::first_write::ensure_exists;
 use super::once::{self, Mark};
 use super::{Session, SessionKey};
 use crate::flow::StoreWrite;
@@ -106,9 +109,15 @@ fn update<T, V>(
 ) -> Option<T> {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = data.get(key);
+        let Some(cas) = cas else {
+            if !ensure_exists(data, key) {
+                return None;
+            }
+            continue;
+        };
         let mut value = decode(bytes.as_deref());
         let result = change(&mut value)?;
-        match data.set(key, &encode(&value), cas) {
+        match data.set(key, &encode(&value), Some(cas)) {
             Ok(()) => return Some(result),
             Err(WriteError::CasMismatch) => continue,
             Err(WriteError::Failed(reason)) => {
@@ -243,10 +252,19 @@ impl<D: SharedData> SessionStore<D> {
         let slice = buckets.div_ceil(interval.max(1) as u32).max(1);
         let (bytes, cas) = self.data.get(SWEEP_STATE_KEY);
         let Some(mut state) = bytes.as_deref().and_then(SweepState::decode) else {
-            // Create the key first: compare-and-swap on an absent key always succeeds.
-            let _ = self
-                .data
-                .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), None);
+            // The first tick creates the state; the next starts the first pass.
+            let cas = match cas {
+                Some(cas) => Some(cas),
+                None if ensure_exists(&self.data, SWEEP_STATE_KEY) => {
+                    self.data.get(SWEEP_STATE_KEY).1
+                }
+                None => None,
+            };
+            if let Some(cas) = cas {
+                let _ = self
+                    .data
+                    .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), Some(cas));
+            }
             return None;
         };
         let mine = state.owner == self.sweeper_id;
@@ -290,8 +308,9 @@ impl<D: SharedData> SessionStore<D> {
                 now + interval
             };
         }
-        let (_, cas) = self.data.get(SWEEP_STATE_KEY);
-        let _ = self.data.set(SWEEP_STATE_KEY, &state.encode(), cas);
+        if let (_, Some(cas)) = self.data.get(SWEEP_STATE_KEY) {
+            let _ = self.data.set(SWEEP_STATE_KEY, &state.encode(), Some(cas));
+        }
         if changes.expired > 0 || changes.evicted > 0 {
             log::info!(
                 "session sweep: {} expired, {} evicted over the ceiling",
@@ -305,9 +324,12 @@ impl<D: SharedData> SessionStore<D> {
     /// A whole pass at once, and the evicting pass the ceiling may call for
     /// (tests, benchmarks).
     pub fn sweep_all(&self, now: u64) -> Changes {
-        let _ = self
-            .data
-            .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), None);
+        ensure_exists(&self.data, SWEEP_STATE_KEY);
+        if let (_, Some(cas)) = self.data.get(SWEEP_STATE_KEY) {
+            let _ = self
+                .data
+                .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), Some(cas));
+        }
         let mut total = Changes::default();
         for _ in 0..2 {
             let Some(changes) = self.sweep_tick(now, 1) else {
@@ -407,9 +429,15 @@ impl<D: SharedData> SessionStore<D> {
 pub fn record_once(data: &impl SharedData, key: &str, issued_at: u64, value: &str) -> bool {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = data.get(key);
+        let Some(cas) = cas else {
+            if !ensure_exists(data, key) {
+                return false;
+            }
+            continue;
+        };
         match once::mark(bytes.as_deref(), issued_at, value) {
             Mark::AlreadyUsed => return false,
-            Mark::Record(updated) => match data.set(key, &updated, cas) {
+            Mark::Record(updated) => match data.set(key, &updated, Some(cas)) {
                 Ok(()) => return true,
                 Err(WriteError::CasMismatch) => continue,
                 Err(WriteError::Failed(reason)) => {
@@ -684,7 +712,7 @@ mod tests {
         }
         let bucket_keys = store.layout.bucket_count() as usize;
         assert!(
-            store.data.keys() <= 2 * bucket_keys,
+            store.data.keys() <= 2 * bucket_keys + 1,
             "{} keys",
             store.data.keys()
         );
@@ -696,6 +724,128 @@ mod tests {
         assert!(record_once(&data, "once/x/1", 100, "state"));
         assert!(!record_once(&data, "once/x/1", 100, "state"));
         assert!(record_once(&data, "once/x/1", 100, "other"));
+    }
+
+    /// Shared data where another worker's whole operation runs right after this
+    /// worker first reads `key` as absent, as two workers' first writes interleave.
+    type OtherWorker<'a> = Box<dyn FnOnce(&InMemory) + 'a>;
+
+    struct Interleaved<'a> {
+        data: &'a InMemory,
+        key: &'static str,
+        other_worker: std::cell::RefCell<Option<OtherWorker<'a>>>,
+    }
+
+    impl SharedData for Interleaved<'_> {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            let read = self.data.get(key);
+            if key == self.key && read.1.is_none() {
+                if let Some(other) = self.other_worker.borrow_mut().take() {
+                    other(self.data);
+                }
+            }
+            read
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError> {
+            self.data.set(key, value, cas)
+        }
+    }
+
+    fn interleaved<'a>(
+        data: &'a InMemory,
+        key: &'static str,
+        other: impl FnOnce(&InMemory) + 'a,
+    ) -> Interleaved<'a> {
+        Interleaved {
+            data,
+            key,
+            other_worker: std::cell::RefCell::new(Some(Box::new(other))),
+        }
+    }
+
+    #[test]
+    fn two_first_writes_to_an_absent_key_both_land() {
+        let data = InMemory::default();
+        let racing = interleaved(&data, "k", |data| {
+            update(
+                &data,
+                "k",
+                |b| b.map(<[u8]>::to_vec).unwrap_or_default(),
+                Clone::clone,
+                |v: &mut Vec<u8>| {
+                    v.push(b'B');
+                    Some(())
+                },
+            );
+        });
+        update(
+            &racing,
+            "k",
+            |b| b.map(<[u8]>::to_vec).unwrap_or_default(),
+            Clone::clone,
+            |v: &mut Vec<u8>| {
+                v.push(b'A');
+                Some(())
+            },
+        );
+        let mut stored = data.get("k").0.unwrap_or_default();
+        stored.sort();
+        assert_eq!(stored, b"AB", "one worker's first write was lost");
+    }
+
+    #[test]
+    fn first_sessions_filed_under_one_subject_after_a_start_keep_their_index_links() {
+        let layout = Layout::new(100);
+        let entry = IndexEntry::sub(ISSUER, "alice");
+        let index_key: &'static str = layout.index_bucket(&entry).leak();
+        let data = InMemory::default();
+        let racing = SessionStore {
+            data: interleaved(&data, index_key, |data| {
+                let worker = SessionStore {
+                    data,
+                    layout,
+                    issuer: ISSUER.to_string(),
+                    idle_timeout: 100,
+                    absolute_timeout: 1_000_000,
+                    max_sessions: 100,
+                    sweeper_id: 2,
+                    sweep_seen: Default::default(),
+                };
+                worker.apply(vec![StoreWrite::Put {
+                    key: key(2),
+                    session: Box::new(session("alice", "s2", 10)),
+                }]);
+            }),
+            layout,
+            issuer: ISSUER.to_string(),
+            idle_timeout: 100,
+            absolute_timeout: 1_000_000,
+            max_sessions: 100,
+            sweeper_id: 1,
+            sweep_seen: Default::default(),
+        };
+        racing.apply(vec![StoreWrite::Put {
+            key: key(1),
+            session: Box::new(session("alice", "s1", 10)),
+        }]);
+        assert_eq!(
+            racing.end_sessions(&[entry]),
+            2,
+            "a session lost its index link and cannot be ended"
+        );
+    }
+
+    #[test]
+    fn a_state_used_by_two_workers_at_once_after_a_start_is_accepted_once() {
+        let data = InMemory::default();
+        let other_accepted = std::cell::Cell::new(false);
+        let racing = interleaved(&data, "once/login/1", |data| {
+            other_accepted.set(record_once(&data, "once/login/1", 100, "state"));
+        });
+        let accepted = record_once(&racing, "once/login/1", 100, "state");
+        assert!(other_accepted.get());
+        assert!(!accepted, "the same state was accepted twice");
     }
 
     #[test]
