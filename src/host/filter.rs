@@ -156,6 +156,15 @@ impl Filter {
                     self.shared.metrics.backchannel_ended(ended);
                     self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, ended))
                 }
+                Step::DenyCookieSession { entries, until } => {
+                    let now = super::now(self);
+                    let denied = if deny_list::record(&HostSharedData, &entries, until, now) {
+                        entries.len()
+                    } else {
+                        0
+                    };
+                    self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, denied))
+                }
                 Step::ReadBody { max_bytes } => {
                     if self.headers_only {
                         self.with_context(|flow, ctx| flow.handle_body(ctx, Some(&[])))

@@ -184,6 +184,28 @@ impl IndexEntry {
         ))
     }
 
+    /// One cookie session exactly (its creation time, `sub` and `sid` tell it
+    /// apart), for the deny-list at logout. Never filed in the index.
+    pub fn cookie_session(issuer: &str, session: &Session) -> IndexEntry {
+        IndexEntry(crate::crypto::sha256_b64url(
+            format!(
+                "session|{issuer}|{}|{}|{}",
+                session.created_at,
+                session.sub,
+                session.sid.as_deref().unwrap_or_default()
+            )
+            .as_bytes(),
+        ))
+    }
+
+    /// What the cookie store's deny-list checks a session against: its index
+    /// entries and its own [`IndexEntry::cookie_session`].
+    pub fn for_deny_list(issuer: &str, session: &Session) -> Vec<IndexEntry> {
+        let mut entries = IndexEntry::for_session(issuer, session);
+        entries.push(IndexEntry::cookie_session(issuer, session));
+        entries
+    }
+
     /// The digest itself, e.g. to keep it in the cookie store's deny-list.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -91,7 +91,7 @@ impl DenyList {
     }
 
     pub fn is_denied(&self, issuer: &str, session: &Session, now: u64) -> bool {
-        let filed_under = IndexEntry::for_session(issuer, session);
+        let filed_under = IndexEntry::for_deny_list(issuer, session);
         self.entries.iter().any(|e| {
             e.until > now
                 && session.created_at <= e.at
@@ -111,7 +111,7 @@ impl DenyList {
     ) -> Option<bool> {
         let text = std::str::from_utf8(encoded).ok()?;
         // Digests are base64url: they appear verbatim in the JSON.
-        let mentioned = IndexEntry::for_session(issuer, session)
+        let mentioned = IndexEntry::for_deny_list(issuer, session)
             .iter()
             .any(|e| text.contains(e.as_str()));
         if !mentioned {
@@ -182,6 +182,27 @@ mod tests {
 
     fn sub(s: &str) -> IndexEntry {
         IndexEntry::sub(ISS, s)
+    }
+
+    #[test]
+    fn a_logged_out_cookie_session_is_denied_alone() {
+        let mut list = DenyList::default();
+        let out = session("alice", Some("sid-1"), NOW - 10);
+        let entry = IndexEntry::cookie_session(ISS, &out);
+        assert!(list.insert(&entry, out.expires_at, NOW));
+        assert!(list.is_denied(ISS, &out, NOW));
+        let encoded = list.encode();
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &out, NOW),
+            Some(true)
+        );
+        let later = session("alice", Some("sid-1"), NOW + 1);
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &later, NOW + 1),
+            Some(false)
+        );
+        let other = session("alice", Some("sid-2"), NOW - 10);
+        assert!(!list.is_denied(ISS, &other, NOW));
     }
 
     #[test]

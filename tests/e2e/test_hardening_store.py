@@ -4,11 +4,13 @@ a flood of forged callbacks."""
 
 from __future__ import annotations
 
+import base64
 import http.client
+import secrets
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import callback_url, logged_in
+from harness import callback_url, logged_in, wait_until
 
 
 def raw_get(gw, target: str, cookies: dict[str, str], timeout: float = 20.0):
@@ -91,3 +93,72 @@ def test_a_state_replayed_in_parallel_after_a_start_is_accepted_once(gateway, br
     statuses = [status for status, _ in answers]
     assert statuses.count(302) == 1, statuses
     assert idp.token_requests("authorization_code") == before + 1, "the state passed the ledger twice"
+
+
+# ------------------------------------------------------------------------------------------
+# item 16: logout revokes
+
+
+def cookie_keys_config(key: str, **session) -> dict:
+    return {"session": {"store": "cookie", **session}, "cookie": {"keys": [key]}}
+
+
+def session_cookies(b) -> dict[str, str]:
+    return {c.name: c.value for c in b.cookies() if c.name.startswith(SESSION_COOKIE)}
+
+
+def copy_of(make, cookies: dict[str, str]):
+    other = make("copy")
+    for name, value in cookies.items():
+        other.set_cookie(name, value, secure=True)
+    return other
+
+
+def test_logout_of_a_cookie_session_denies_its_copy_and_revokes_its_refresh_token(
+        gateway, browser, idp_factory):
+    ttl = 6
+    provider = idp_factory(env={"TTL_ACCESS_TOKEN": str(ttl)})
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    here = gateway(_idp=provider, **cookie_keys_config(key, refresh_margin_seconds=3))
+    elsewhere = gateway(_idp=provider, **cookie_keys_config(key, refresh_margin_seconds=3))
+    alice = browser("alice")
+    logged_in(alice, here, "/")
+    kept = session_cookies(alice)
+    assert kept
+    revocations = provider.stats()["revocations"]
+
+    out = alice.get(here.url("/oauth2/logout"))
+    assert out.status == 302 and out.location.startswith(f"{provider.issuer}/session/end?"), out
+    assert provider.stats()["revocations"] == revocations + 1, "the refresh token was not revoked"
+
+    r = copy_of(browser, kept).get(here.url("/"))
+    assert r.status == 302 and r.location.startswith(f"{provider.issuer}/auth?"), \
+        f"a copy of the logged-out cookie still works on the gateway that logged it out: {r!r}"
+
+    # Another replica does not know of the logout: the copy works there until its access
+    # token needs a refresh, which the provider now refuses.
+    copy = copy_of(browser, kept)
+    refused_before = provider.stats()["token_errors"].get("refresh_token", 0)
+
+    def ended():
+        r = copy.get(elsewhere.url("/"))
+        return r if r.status == 302 else None
+
+    r = wait_until(ended, ttl + 6, interval=0.5, what="the revoked refresh token to end the copy elsewhere")
+    assert r.location.startswith(f"{provider.issuer}/auth?"), r
+    assert provider.stats()["token_errors"].get("refresh_token", 0) > refused_before
+
+
+def test_logout_of_a_shared_data_session_revokes_its_refresh_token(gateway, browser, idp_factory):
+    provider = idp_factory()
+    gw = gateway(_idp=provider)
+    alice = browser("alice")
+    logged_in(alice, gw, "/")
+    kept = session_cookies(alice)
+    revocations = provider.stats()["revocations"]
+
+    out = alice.get(gw.url("/oauth2/logout"))
+    assert out.status == 302 and out.location.startswith(f"{provider.issuer}/session/end?"), out
+    assert provider.stats()["revocations"] == revocations + 1, "the refresh token was not revoked"
+    r = copy_of(browser, kept).get(gw.url("/"))
+    assert r.status == 302 and r.location.startswith(f"{provider.issuer}/auth?"), r
