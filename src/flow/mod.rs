@@ -88,8 +88,9 @@ pub enum Step {
     /// [`crate::session::once`]), then call [`RequestFlow::handle_once_recorded`].
     RecordOnce {
         key: String,
-        issued_at: u64,
         value: String,
+        /// The value is refused anyway after this: its entry may go then.
+        until: u64,
     },
     /// Mark the session as being refreshed until `until`, unless another worker
     /// already is or already has (its access token is no longer `access_token`),

@@ -234,15 +234,12 @@ impl Rp {
                     let (mut ctx, _, _) = self.ctx();
                     flow.handle_body(&mut ctx, body.as_deref())
                 }
-                Step::RecordOnce {
-                    key,
-                    issued_at,
-                    value,
-                } => {
+                Step::RecordOnce { key, value, until } => {
                     let first = match crate::session::once::mark(
                         ledger.get(&key).map(Vec::as_slice),
-                        issued_at,
                         &value,
+                        until,
+                        ctx.now,
                     ) {
                         crate::session::once::Mark::Record(v) => {
                             ledger.insert(key, v);

@@ -425,8 +425,8 @@ impl<D: SharedData> SessionStore<D> {
     }
 }
 
-/// Records `value` in a single-use ledger. `true` on first use.
-pub fn record_once(data: &impl SharedData, key: &str, issued_at: u64, value: &str) -> bool {
+/// Records `value`, usable until `until`, in a single-use ledger. `true` on first use.
+pub fn record_once(data: &impl SharedData, key: &str, value: &str, until: u64, now: u64) -> bool {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = data.get(key);
         let Some(cas) = cas else {
@@ -435,7 +435,7 @@ pub fn record_once(data: &impl SharedData, key: &str, issued_at: u64, value: &st
             }
             continue;
         };
-        match once::mark(bytes.as_deref(), issued_at, value) {
+        match once::mark(bytes.as_deref(), value, until, now) {
             Mark::AlreadyUsed => return false,
             Mark::Record(updated) => match data.set(key, &updated, Some(cas)) {
                 Ok(()) => return true,
@@ -721,9 +721,9 @@ mod tests {
     #[test]
     fn a_ledger_entry_is_accepted_once() {
         let data = InMemory::default();
-        assert!(record_once(&data, "once/x/1", 100, "state"));
-        assert!(!record_once(&data, "once/x/1", 100, "state"));
-        assert!(record_once(&data, "once/x/1", 100, "other"));
+        assert!(record_once(&data, "once/x/1", "state", 700, 100));
+        assert!(!record_once(&data, "once/x/1", "state", 700, 100));
+        assert!(record_once(&data, "once/x/1", "other", 700, 100));
     }
 
     /// Shared data where another worker's whole operation runs right after this
@@ -841,11 +841,38 @@ mod tests {
         let data = InMemory::default();
         let other_accepted = std::cell::Cell::new(false);
         let racing = interleaved(&data, "once/login/1", |data| {
-            other_accepted.set(record_once(&data, "once/login/1", 100, "state"));
+            other_accepted.set(record_once(&data, "once/login/1", "state", 700, 100));
         });
-        let accepted = record_once(&racing, "once/login/1", 100, "state");
+        let accepted = record_once(&racing, "once/login/1", "state", 700, 100);
         assert!(other_accepted.get());
         assert!(!accepted, "the same state was accepted twice");
+    }
+
+    #[test]
+    fn a_flood_of_first_uses_keeps_the_ledger_bounded_and_genuine_logins_record() {
+        let data = InMemory::default();
+        let now = 1_000;
+        for n in 0..40_000u32 {
+            let forged = format!("forged-{n}");
+            let key = once::ledger_key("login", &forged);
+            assert!(record_once(&data, &key, &forged, now + 600, now));
+            if n % 1000 == 0 {
+                let genuine = format!("genuine-{n}");
+                let key = once::ledger_key("login", &genuine);
+                assert!(record_once(&data, &key, &genuine, now + 600, now));
+                assert!(
+                    !record_once(&data, &key, &genuine, now + 600, now),
+                    "a replay right after is refused"
+                );
+            }
+        }
+        assert!(
+            data.keys() <= once::SHARDS as usize + 1,
+            "{} keys",
+            data.keys()
+        );
+        let bound = once::SHARDS as usize * (once::PER_SHARD * 40 + 20);
+        assert!(data.bytes() <= bound, "{} bytes", data.bytes());
     }
 
     #[test]

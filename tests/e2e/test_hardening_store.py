@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import secrets
+import subprocess
+import threading
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import callback_url, logged_in, wait_until
+from harness import CLIENT_ID, REPO, callback_url, logged_in, wait_until
 
 
 def raw_get(gw, target: str, cookies: dict[str, str], timeout: float = 20.0):
@@ -162,3 +166,139 @@ def test_logout_of_a_shared_data_session_revokes_its_refresh_token(gateway, brow
     assert provider.stats()["revocations"] == revocations + 1, "the refresh token was not revoked"
     r = copy_of(browser, kept).get(gw.url("/"))
     assert r.status == 302 and r.location.startswith(f"{provider.issuer}/auth?"), r
+
+
+# ------------------------------------------------------------------------------------------
+# item 17: a flood of forged callbacks
+
+
+def test_genuine_logins_complete_during_a_flood_of_forged_callbacks(gateway, browser, idp_factory):
+    """Anyone can mint login cookies with GET / and send each, with its state and a made-up
+    code, to the callback: every one is a first use. The ledger stays a fixed set of small
+    keys (bounded in the unit tests and bench/callback_flood); here genuine logins complete
+    meanwhile, and a forged callback sent twice is refused the second time."""
+    provider = idp_factory()
+    gw = gateway(_idp=provider, _concurrency=4)
+    stop = threading.Event()
+    answers: list[int] = []
+    replays: list[int] = []
+
+    def flood():
+        while not stop.is_set():
+            status, headers = raw_get(gw, "/", {})
+            assert status == 302, status
+            state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(
+                dict((k.lower(), v) for k, v in headers)["location"]).query))["state"]
+            cookie = next(v.split(";", 1)[0] for k, v in headers
+                          if k.lower() == "set-cookie" and "-login-" in v)
+            name, _, value = cookie.partition("=")
+            target = f"/oauth2/callback?code=forged&state={state}&iss={urllib.parse.quote(provider.issuer)}"
+            answers.append(raw_get(gw, target, {name: value})[0])
+            if len(answers) % 50 == 0:
+                replays.append(raw_get(gw, target, {name: value})[0])
+
+    threads = [threading.Thread(target=flood) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        users = []
+        for i in range(4):
+            b = browser(f"genuine{i}")
+            logged_in(b, gw, "/")
+            users.append(b)
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(answers) > 300, f"the flood was too thin to mean anything: {len(answers)}"
+    assert set(answers) == {502}, f"forged callbacks are refused by the provider: {set(answers)}"
+    assert replays and set(replays) == {400}, f"a forged callback replayed is refused at once: {replays}"
+    for b in users:
+        r = b.get(gw.url("/"))
+        assert r.status == 200, r
+
+
+# ------------------------------------------------------------------------------------------
+# item 15: revocation at capacity
+
+BACKCHANNEL_PATH = "/oauth2/backchannel-logout"
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+SIGN_JWT = REPO / "tests" / "idp" / "sign-jwt.mjs"
+
+
+def logout_tokens(idp, subs: list[str]) -> list[str]:
+    """Logout tokens signed with the IdP's own key, one per `sub` (no `sid`: all of its sessions)."""
+    now = int(time.time())
+    specs = [{"key": "idp", "header": {"typ": "logout+jwt"},
+              "claims": {"iss": idp.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 120,
+                         "jti": secrets.token_hex(12), "sub": sub, "events": {LOGOUT_EVENT: {}}}}
+             for sub in subs]
+    proc = subprocess.run(["node", str(SIGN_JWT)], input=json.dumps(specs).encode(),
+                          capture_output=True, timeout=60, cwd=str(REPO))
+    assert proc.returncode == 0, proc.stderr.decode()
+    return json.loads(proc.stdout)
+
+
+def post_logout_token(gw, token: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        conn.request("POST", BACKCHANNEL_PATH, body=f"logout_token={token}",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_more_sessions_of_one_user_than_the_index_holds_all_end_at_a_back_channel_logout(
+        gateway, browser):
+    """Past the per-subject cap (64 by default) the oldest session is evicted, not merely
+    unlinked from the index: no session stays out of a back-channel logout's reach."""
+    gw = gateway(backchannel_logout_path=BACKCHANNEL_PATH)
+    b = browser("many")
+    sessions = []
+    for i in range(66):
+        r = b.get(callback_url(b, gw, "/"))
+        assert r.status == 302, r
+        sessions.append(set_cookie_value(r.headers, SESSION_COOKIE))
+        b.remove_cookie(SESSION_COOKIE)
+        for name in login_cookies(b):
+            b.remove_cookie(name)
+    assert all(sessions)
+    working = [raw_get(gw, "/", {SESSION_COOKIE: s})[0] for s in sessions]
+    assert working[-64:] == [200] * 64, "the newest sessions up to the cap are kept"
+
+    [token] = logout_tokens(gw.idp, ["alice"])
+    assert post_logout_token(gw, token) == 200
+    after = [raw_get(gw, "/", {SESSION_COOKIE: s})[0] for s in sessions]
+    assert after == [302] * 66, f"sessions a back-channel logout could not end: {after.count(200)}"
+
+
+def test_a_full_deny_list_refuses_older_cookie_sessions_instead_of_forgetting_a_logout(
+        gateway, browser):
+    """The cookie store's deny-list holds 256 logouts; the 257th must not bring the first
+    logged-out cookie back: older sessions are refused below a watermark instead."""
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    gw = gateway(backchannel_logout_path=BACKCHANNEL_PATH, **cookie_keys_config(key))
+    alice = browser("alice")
+    logged_in(alice, gw, "/")
+    kept = session_cookies(alice)
+    assert alice.get(gw.url("/")).status == 200
+
+    tokens = logout_tokens(gw.idp, ["alice"] + [f"user{i}" for i in range(256)])
+    assert post_logout_token(gw, tokens[0]) == 200
+    r = copy_of(browser, kept).get(gw.url("/"))
+    assert r.status == 302, "the logged-out cookie is refused"
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda t: post_logout_token(gw, t), tokens[1:]))
+    assert statuses == [200] * 256
+
+    r = copy_of(browser, kept).get(gw.url("/"))
+    assert r.status == 302 and r.location.startswith(f"{gw.idp.issuer}/auth?"), \
+        f"a logged-out cookie came back when the deny-list filled up: {r!r}"
+    time.sleep(1.1)  # sessions are timed in whole seconds
+    bob = browser("bob")
+    logged_in(bob, gw, "/", user="bob")
+    assert bob.get(gw.url("/")).status == 200, "sessions created after the watermark work"
