@@ -106,6 +106,7 @@ impl RootContext for Root {
                     idle_timeout: config.session.idle_timeout,
                     absolute_timeout: config.session.absolute_timeout,
                     max_sessions: config.session.max_sessions,
+                    max_sessions_per_subject: config.session.max_sessions_per_subject,
                     sweeper_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
                     sweep_seen: Default::default(),
                 };

@@ -18,7 +18,9 @@ use super::Session;
 pub const DENY_LIST_KEY: &str = "cookie-sessions/deny-list";
 /// Ceiling on entries: every request of the cookie store copies the list out of
 /// shared data, so it must stay small (256 entries are about 20 KB). When full,
-/// the entry that expires first goes.
+/// the oldest logout is forgotten, but never let go: every session created
+/// before it is refused from then on (the watermark), so a full list fails
+/// closed (those users log in again) instead of bringing a revoked cookie back.
 pub const MAX_ENTRIES: usize = 256;
 const CAS_ATTEMPTS: usize = 8;
 
@@ -36,7 +38,20 @@ struct Entry {
 pub struct DenyList {
     #[serde(rename = "v1")]
     entries: Vec<Entry>,
+    /// Every session created at or before this is refused, until
+    /// `watermark_until`: the newest logout a full list had to forget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    watermark: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    watermark_until: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How an encoded list with a watermark begins to differ: the field's name.
+const WATERMARK_FIELD: &str = "\"watermark\"";
 
 impl DenyList {
     /// `None` for bytes this code did not write.
@@ -71,16 +86,23 @@ impl DenyList {
             same.until = same.until.max(until);
             return true;
         }
-        if self.entries.len() >= MAX_ENTRIES {
-            if let Some(soonest) = self
+        if self.watermark_until <= now {
+            self.watermark = 0;
+            self.watermark_until = 0;
+        }
+        while self.entries.len() >= MAX_ENTRIES {
+            let Some(oldest) = self
                 .entries
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, e)| e.until)
+                .min_by_key(|(_, e)| e.at)
                 .map(|(i, _)| i)
-            {
-                self.entries.swap_remove(soonest);
-            }
+            else {
+                break;
+            };
+            let forgotten = self.entries.swap_remove(oldest);
+            self.watermark = self.watermark.max(forgotten.at);
+            self.watermark_until = self.watermark_until.max(forgotten.until);
         }
         self.entries.push(Entry {
             entry: entry.as_str().to_string(),
@@ -91,6 +113,9 @@ impl DenyList {
     }
 
     pub fn is_denied(&self, issuer: &str, session: &Session, now: u64) -> bool {
+        if now < self.watermark_until && session.created_at <= self.watermark {
+            return true;
+        }
         let filed_under = IndexEntry::for_deny_list(issuer, session);
         self.entries.iter().any(|e| {
             e.until > now
@@ -114,7 +139,7 @@ impl DenyList {
         let mentioned = IndexEntry::for_deny_list(issuer, session)
             .iter()
             .any(|e| text.contains(e.as_str()));
-        if !mentioned {
+        if !mentioned && !text.contains(WATERMARK_FIELD) {
             return Some(false);
         }
         Some(DenyList::decode(encoded)?.is_denied(issuer, session, now))
@@ -206,6 +231,40 @@ mod tests {
     }
 
     #[test]
+    fn a_full_list_refuses_every_session_older_than_the_logout_it_forgets() {
+        let mut list = DenyList::default();
+        let first = session("alice", Some("sid-a"), NOW - 100);
+        assert!(list.insert(&sid("sid-a"), NOW + 3600, NOW));
+        for n in 0..MAX_ENTRIES as u64 {
+            assert!(list.insert(&sid(&format!("other-{n}")), NOW + 3600, NOW + 1 + n));
+        }
+        assert_eq!(list.len(), MAX_ENTRIES);
+        let later = NOW + MAX_ENTRIES as u64 + 1;
+        let encoded = list.encode();
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &first, later),
+            Some(true),
+            "the forgotten logout still denies its session"
+        );
+        let bystander = session("bob", Some("sid-b"), NOW - 50);
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &bystander, later),
+            Some(true),
+            "fails closed: older sessions log in again"
+        );
+        let newer = session("carol", Some("sid-c"), NOW + 1);
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &newer, later),
+            Some(false)
+        );
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &first, NOW + 3600),
+            Some(false),
+            "the watermark lapses when every session it covers has expired"
+        );
+    }
+
+    #[test]
     fn a_sid_denies_that_session_only() {
         let mut list = DenyList::default();
         assert!(list.insert(&sid("sid-1"), NOW + 600, NOW));
@@ -254,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn the_list_is_bounded_and_drops_what_expires_first() {
+    fn the_list_is_bounded_and_what_it_forgets_stays_denied() {
         let mut list = DenyList::default();
         for i in 0..MAX_ENTRIES as u64 {
             assert!(list.insert(&sid(&format!("sid-{i}")), NOW + 1000 + i, NOW));
@@ -263,8 +322,8 @@ mod tests {
         assert_eq!(list.len(), MAX_ENTRIES);
         let s = |sid: &str| session("alice", Some(sid), NOW - 1);
         assert!(
-            !list.is_denied(ISS, &s("sid-0"), NOW),
-            "the soonest to expire went"
+            list.is_denied(ISS, &s("sid-0"), NOW),
+            "the forgotten logout's session is refused below the watermark"
         );
         assert!(list.is_denied(ISS, &s("sid-1"), NOW));
         assert!(list.is_denied(ISS, &s("newest"), NOW));

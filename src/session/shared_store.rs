@@ -138,6 +138,9 @@ pub struct SessionStore<D: SharedData> {
     pub idle_timeout: u64,
     pub absolute_timeout: u64,
     pub max_sessions: u32,
+    /// Sessions one `sub` (or one `sid`) may have; a new one past it ends the
+    /// oldest, so that every session stays reachable for revocation.
+    pub max_sessions_per_subject: usize,
     /// Tells this worker's sweep apart from the others' (random per VM).
     pub sweeper_id: u64,
     /// Creation times of the live sessions seen so far in this worker's pass.
@@ -188,10 +191,25 @@ impl<D: SharedData> SessionStore<D> {
         if new {
             changes.created += 1;
             for entry in IndexEntry::for_session(&self.issuer, &session) {
-                self.update_index(&entry, |index| {
-                    index.add(&entry, &key, session.expires_at);
-                    Some(())
-                });
+                let over_cap = self
+                    .update_index(&entry, |index| {
+                        Some(index.add(
+                            &entry,
+                            &key,
+                            session.expires_at,
+                            self.max_sessions_per_subject,
+                        ))
+                    })
+                    .unwrap_or_default();
+                for oldest in over_cap {
+                    if let Some(ended) =
+                        self.update_bucket(&oldest, |bucket| bucket.remove(&oldest))
+                    {
+                        self.unindex(&oldest, &ended);
+                        changes.evicted += 1;
+                        log::info!("per-subject session cap: ended the user's oldest session");
+                    }
+                }
             }
         }
         if !evicted.is_empty() {
@@ -510,6 +528,7 @@ mod tests {
             idle_timeout: 100,
             absolute_timeout: 1_000_000,
             max_sessions,
+            max_sessions_per_subject: 64,
             sweeper_id: 1,
             sweep_seen: Default::default(),
         }
@@ -625,13 +644,36 @@ mod tests {
     }
 
     #[test]
+    fn past_the_per_subject_cap_the_oldest_session_ends_and_every_other_stays_revocable() {
+        let mut store = store(1000);
+        store.max_sessions_per_subject = 3;
+        let mut evicted = 0;
+        for n in 0..5 {
+            evicted += put(&store, n, session("alice", "same-sid", 10 + u64::from(n))).evicted;
+        }
+        assert_eq!(evicted, 2);
+        assert!(
+            load(&store, 0).is_none() && load(&store, 1).is_none(),
+            "the oldest end"
+        );
+        assert!((2..5).all(|n| load(&store, n).is_some()));
+        put(&store, 9, session("bob", "bob-sid", 10));
+        assert_eq!(store.end_sessions(&[IndexEntry::sub(ISSUER, "alice")]), 3);
+        assert!(
+            (0..5).all(|n| load(&store, n).is_none()),
+            "none left unrevocable"
+        );
+        assert!(load(&store, 9).is_some());
+    }
+
+    #[test]
     fn the_sweep_removes_expired_sessions_and_enforces_the_ceiling() {
         let mut store = store(1000);
         store.idle_timeout = 1_000_000;
         store.absolute_timeout = 2048;
         let mut bucket_evictions = 0;
         for n in 0..1500 {
-            let mut s = session("u", &format!("s{n}"), 100 + u64::from(n));
+            let mut s = session(&format!("u{n}"), &format!("s{n}"), 100 + u64::from(n));
             s.expires_at = if n < 200 { 1000 } else { 3000 };
             bucket_evictions += put(&store, n, s).evicted;
         }
@@ -809,6 +851,7 @@ mod tests {
                     idle_timeout: 100,
                     absolute_timeout: 1_000_000,
                     max_sessions: 100,
+                    max_sessions_per_subject: 64,
                     sweeper_id: 2,
                     sweep_seen: Default::default(),
                 };
@@ -822,6 +865,7 @@ mod tests {
             idle_timeout: 100,
             absolute_timeout: 1_000_000,
             max_sessions: 100,
+            max_sessions_per_subject: 64,
             sweeper_id: 1,
             sweep_seen: Default::default(),
         };

@@ -69,7 +69,7 @@ SESSION_COOKIE = "__Host-oidc-session"
 def test_parallel_first_logins_after_a_start_all_keep_their_session(gateway, browser):
     """Right after Envoy starts, shared data is empty: every bucket, index and ledger key is
     written for the first time by logins racing on four workers. None may be lost."""
-    gw = gateway(_concurrency=4, session={"max_sessions": 32})
+    gw = gateway(_concurrency=4, session={"max_sessions": 64})
     b = browser("parallel")
     urls, cookies = collect_callbacks(b, gw, 40)
     assert len(cookies) == 40
