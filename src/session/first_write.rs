@@ -8,7 +8,10 @@
 //! as "only if absent" instead. Neither offers a portable conditional create,
 //! so keys are created empty, one at a time under a creation lock that itself
 //! lives in an existing key: a creator re-checks under the lock that the key
-//! is still absent, so its unconditional write can never land on data.
+//! is still absent, so its unconditional write can never land on data. The
+//! one exception is a lock taken over as stale (its holder stopped for
+//! thousands of reads between taking and releasing it, which only a trapped
+//! VM or extreme preemption does): then two creators may overlap.
 
 use super::shared_store::{SharedData, WriteError};
 

@@ -69,7 +69,7 @@ SESSION_COOKIE = "__Host-oidc-session"
 def test_parallel_first_logins_after_a_start_all_keep_their_session(gateway, browser):
     """Right after Envoy starts, shared data is empty: every bucket, index and ledger key is
     written for the first time by logins racing on four workers. None may be lost."""
-    gw = gateway(_concurrency=4, session={"max_sessions": 64})
+    gw = gateway(_concurrency=8, session={"max_sessions": 64})
     b = browser("parallel")
     urls, cookies = collect_callbacks(b, gw, 40)
     assert len(cookies) == 40
@@ -86,14 +86,14 @@ def test_parallel_first_logins_after_a_start_all_keep_their_session(gateway, bro
 
 
 def test_a_state_replayed_in_parallel_after_a_start_is_accepted_once(gateway, browser, idp):
-    gw = gateway(_concurrency=4)
+    gw = gateway(_concurrency=8)
     b = browser("replay")
     url = callback_url(b, gw, "/")
     cookies = login_cookies(b)
     before = idp.token_requests("authorization_code")
 
-    with ThreadPoolExecutor(24) as pool:
-        answers = list(pool.map(lambda _: raw_get(gw, target_of(url), cookies), range(24)))
+    with ThreadPoolExecutor(48) as pool:
+        answers = list(pool.map(lambda _: raw_get(gw, target_of(url), cookies), range(48)))
     statuses = [status for status, _ in answers]
     assert statuses.count(302) == 1, statuses
     assert idp.token_requests("authorization_code") == before + 1, "the state passed the ledger twice"
