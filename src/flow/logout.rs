@@ -17,8 +17,9 @@ use crate::oidc::token::{self, ClientCredentials, TokenKind};
 use crate::session::buckets::IndexEntry;
 use crate::session::{Session, SessionKey};
 
-/// A logout on its way to the answer: the session is already gone from the
-/// store (or denied on this replica), its token revocation may be in flight.
+/// A logout on its way to the answer, which carries the session's deletion
+/// (shared data) or cookie expiry; a cookie session is already denied on this
+/// replica, and its token revocation may be in flight.
 #[derive(Debug)]
 pub(super) struct Pending {
     respond: Respond,
