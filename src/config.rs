@@ -110,6 +110,9 @@ pub struct SessionConfig {
     pub max_sessions: u32,
     /// How often expired sessions are swept from shared data.
     pub sweep_interval: u64,
+    /// Shared-data store: sessions one `sub` or `sid` may have; the next
+    /// login ends the oldest (so every session stays revocable).
+    pub max_sessions_per_subject: usize,
 }
 
 impl SessionConfig {
@@ -306,6 +309,7 @@ struct RawSession {
     refresh_margin_seconds: Option<u64>,
     max_sessions: Option<u32>,
     sweep_interval_seconds: Option<u64>,
+    max_sessions_per_subject: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -535,6 +539,13 @@ impl Config {
             1,
             3600,
         )?;
+        let max_sessions_per_subject = bounded(
+            "session.max_sessions_per_subject",
+            raw.session.max_sessions_per_subject,
+            64,
+            1,
+            1024,
+        )? as usize;
         let session = SessionConfig {
             store,
             absolute_timeout,
@@ -542,6 +553,7 @@ impl Config {
             refresh_margin,
             max_sessions,
             sweep_interval,
+            max_sessions_per_subject,
         };
 
         let upstream = upstream_config(raw.upstream)?;
@@ -1025,6 +1037,20 @@ mod tests {
             (
                 with("session", serde_json::json!({"idle_timeout_seconds": 5})),
                 "session.idle_timeout_seconds",
+            ),
+            (
+                with(
+                    "session",
+                    serde_json::json!({"max_sessions_per_subject": 0}),
+                ),
+                "session.max_sessions_per_subject",
+            ),
+            (
+                with(
+                    "session",
+                    serde_json::json!({"max_sessions_per_subject": 1025}),
+                ),
+                "session.max_sessions_per_subject",
             ),
             (
                 with(
