@@ -33,8 +33,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = chunks::expire_headers(&names, &config.cookies.attributes);
     if let chunks::Joined::Sealed(sealed) = chunks::join(&parsed, base) {
-        // A joined value splits back into cookies that join to the same value.
-        if let Some(parts) = chunks::split(base, &sealed) {
+        // A joined value splits back into cookies that join to the same value
+        // (split only ever sees sealed values, which are base64url).
+        let base64url = sealed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if let Some(parts) = chunks::split(base, &sealed).filter(|_| base64url) {
             assert_eq!(chunks::join(&parts, base), chunks::Joined::Sealed(sealed));
         }
     }

@@ -10,6 +10,9 @@
 //! and `@LOGOUT_TOKEN@` signed tokens (fuzzed extra claims laid over valid ones).
 #![no_main]
 
+use std::cell::OnceCell;
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use oidc_filter::flow::{CalloutOutcome, Context, RequestFlow, RequestHead, Step};
 use oidc_filter::session::login::LoginState;
@@ -132,7 +135,7 @@ fn answer(line: Option<&&[u8]>) -> (&'static str, Vec<u8>) {
 }
 
 /// A session a login would have stored; `stale`: its access token has expired.
-fn default_session(now: u64, stale: bool, tokens: &Tokens) -> Session {
+fn default_session(now: u64, stale: bool) -> Session {
     let mut claims = serde_json::Map::new();
     claims.insert("email".into(), "alice@example.com".into());
     claims.insert("groups".into(), json!(["admin"]));
@@ -149,7 +152,7 @@ fn default_session(now: u64, stale: bool, tokens: &Tokens) -> Session {
             now.saturating_add(300)
         }),
         refresh_token: Some("rt".to_string()),
-        id_token: Some(tokens.id_token.clone()),
+        id_token: Some(stored_id_token().to_string()),
         claims,
         refreshing_until: None,
     }
@@ -167,14 +170,20 @@ fn replace(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
     out
 }
 
-struct Tokens {
+/// Tokens signed on first use only: signing is most of the cost of a run.
+struct Tokens<'a> {
+    extra_claims: &'a [u8],
+    signed: OnceCell<Signed>,
+}
+
+struct Signed {
     id_token: String,
     access_jwt: String,
     logout_token: String,
 }
 
-impl Tokens {
-    fn new(extra: &[u8]) -> Tokens {
+impl Signed {
+    fn new(extra: &[u8]) -> Signed {
         let id = merge_claims(
             json!({"iss": ISSUER, "aud": CLIENT_ID, "sub": "alice", "sid": "s1", "nonce": NONCE,
                    "exp": NOW + 300, "iat": NOW, "email": "alice@example.com", "groups": ["admin"]}),
@@ -190,18 +199,41 @@ impl Tokens {
                    "iat": NOW, "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}),
             extra,
         );
-        Tokens {
+        Signed {
             id_token: sign(&header(None), &id),
             access_jwt: sign(&header(Some("at+jwt")), &access),
             logout_token: sign(&header(Some("logout+jwt")), &logout),
         }
     }
+}
+
+impl Tokens<'_> {
+    fn signed(&self) -> &Signed {
+        self.signed.get_or_init(|| Signed::new(self.extra_claims))
+    }
 
     fn fill(&self, bytes: &[u8]) -> Vec<u8> {
-        let bytes = replace(bytes, "@ID_TOKEN@", &self.id_token);
-        let bytes = replace(&bytes, "@ACCESS_JWT@", &self.access_jwt);
-        replace(&bytes, "@LOGOUT_TOKEN@", &self.logout_token)
+        if !contains(bytes, "@") {
+            return bytes.to_vec();
+        }
+        let signed = self.signed();
+        let bytes = replace(bytes, "@ID_TOKEN@", &signed.id_token);
+        let bytes = replace(&bytes, "@ACCESS_JWT@", &signed.access_jwt);
+        replace(&bytes, "@LOGOUT_TOKEN@", &signed.logout_token)
     }
+}
+
+fn contains(bytes: &[u8], pattern: &str) -> bool {
+    bytes
+        .windows(pattern.len())
+        .any(|w| w == pattern.as_bytes())
+}
+
+/// The ID token of the default session (any signed token does: it is only sent
+/// back to the provider at logout).
+fn stored_id_token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| Signed::new(b"").id_token)
 }
 
 /// No header the filter writes may split into two or smuggle a byte the
@@ -246,7 +278,10 @@ fuzz_target!(|data: &[u8]| {
     let keys = sealing_keys();
     let mut rng = rng(5);
     let now = NOW.saturating_add_signed(input.clock);
-    let tokens = Tokens::new(input.extra_claims);
+    let tokens = Tokens {
+        extra_claims: input.extra_claims,
+        signed: OnceCell::new(),
+    };
 
     let login = LoginState {
         state: STATE.to_string(),
@@ -256,9 +291,16 @@ fuzz_target!(|data: &[u8]| {
         issued_at: now.saturating_sub(input.login_age),
     };
     let login_name = LoginState::cookie_name(&config.cookies.login_prefix, STATE);
-    let login_cookie = format!("{login_name}={}", login.seal(keys, &login_name, &mut rng));
-    let mut session_cookie = |stale: bool| {
-        let session = default_session(now, stale, &tokens);
+    let login_cookie = if contains(data, "@LOGIN@") {
+        format!("{login_name}={}", login.seal(keys, &login_name, &mut rng))
+    } else {
+        String::new()
+    };
+    let mut session_cookie = |stale: bool, placeholder: &str| {
+        if !contains(data, placeholder) {
+            return String::new();
+        }
+        let session = default_session(now, stale);
         cookie_codec::write(&session, keys, &config.cookies.session_name, &mut rng)
             .map(|parts| {
                 let pairs: Vec<String> = parts.iter().map(|(n, v)| format!("{n}={v}")).collect();
@@ -266,15 +308,22 @@ fuzz_target!(|data: &[u8]| {
             })
             .unwrap_or_default()
     };
-    let fresh_cookie = session_cookie(false);
-    let stale_cookie = session_cookie(true);
+    let fresh_cookie = session_cookie(false, "@SESSION@");
+    let stale_cookie = session_cookie(true, "@STALE_SESSION@");
     let fill = |bytes: &[u8]| {
+        if !contains(bytes, "@") {
+            return bytes.to_vec();
+        }
         let bytes = replace(bytes, "@STATE@", STATE);
         let bytes = replace(&bytes, "@LOGIN@", &login_cookie);
         let bytes = replace(&bytes, "@STALE_SESSION@", &stale_cookie);
         let bytes = replace(&bytes, "@SESSION@", &fresh_cookie);
         let bytes = replace(&bytes, "@SID@", SESSION_ID);
-        replace(&bytes, "@BEARER@", &tokens.access_jwt)
+        if contains(&bytes, "@BEARER@") {
+            replace(&bytes, "@BEARER@", &tokens.signed().access_jwt)
+        } else {
+            bytes
+        }
     };
 
     let request = RequestHead {
@@ -301,8 +350,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut flow = RequestFlow::new();
     let mut answers = input.answers.iter();
+    // FLOW_TRACE=1 prints each step, to see how far a seed gets.
+    let trace = std::env::var_os("FLOW_TRACE").is_some();
     let mut step = flow.handle_request(&mut ctx, request);
     for _ in 0..MAX_STEPS {
+        if trace {
+            eprintln!("{step:?}");
+        }
         if matches!(step, Step::StoreCache { .. }) {
             // Not a question: the host stores and goes on.
             let Step::StoreCache { then, .. } = step else {
@@ -322,7 +376,7 @@ fuzz_target!(|data: &[u8]| {
                 let session = match keyword {
                     "none" => None,
                     "session" if !rest.is_empty() => Session::decode(&tokens.fill(&rest)),
-                    _ => Some(default_session(now, false, &tokens)),
+                    _ => Some(default_session(now, false)),
                 };
                 flow.handle_session(&mut ctx, session)
             }
