@@ -191,7 +191,18 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, T
         }
     };
 
-    let access_token = text("access_token")?
+    // RFC 6749 A.12 and A.17: both tokens are 1*VSCHAR. The access token goes
+    // verbatim into the upstream's Authorization header, where a CR or LF would
+    // split the header.
+    let token = |field: &'static str| -> Result<Option<String>, TokenError> {
+        match text(field)? {
+            Some(t) if !t.bytes().all(|b| (0x20..=0x7e).contains(&b)) => {
+                Err(TokenError::InvalidField(field))
+            }
+            other => Ok(other),
+        }
+    };
+    let access_token = token("access_token")?
         .filter(|t| !t.is_empty())
         .ok_or(TokenError::MissingField("access_token"))?;
     let token_type = text("token_type")?.ok_or(TokenError::MissingField("token_type"))?;
@@ -215,7 +226,7 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, T
     Ok(TokenResponse {
         access_token,
         expires_in,
-        refresh_token: text("refresh_token")?,
+        refresh_token: token("refresh_token")?,
         id_token: text("id_token")?,
         scope: text("scope")?,
     })
@@ -395,6 +406,39 @@ mod tests {
                 TokenError::NotJson
             );
         }
+    }
+
+    /// Found with the flow fuzz target: the access token went verbatim into the
+    /// upstream's `Authorization` header, so a CR/LF in it split that header.
+    #[test]
+    fn tokens_outside_the_rfc_6749_syntax_are_refused() {
+        for bad in [
+            "at\r\nx-user: admin",
+            "at\n",
+            "a\u{0}t",
+            "a\tt",
+            "\u{7f}",
+            "tök",
+        ] {
+            let body = json!({"access_token": bad, "token_type": "Bearer"});
+            assert_eq!(
+                ok(body).unwrap_err(),
+                TokenError::InvalidField("access_token"),
+                "{bad:?}"
+            );
+            let body = json!({"access_token": "at", "token_type": "Bearer", "refresh_token": bad});
+            assert_eq!(
+                ok(body).unwrap_err(),
+                TokenError::InvalidField("refresh_token"),
+                "{bad:?}"
+            );
+        }
+        // Every visible ASCII character and the space are allowed (RFC 6749 A.12, A.17).
+        let vschar: String = (0x20u8..=0x7e).map(char::from).collect();
+        let body = json!({"access_token": vschar, "token_type": "Bearer", "refresh_token": vschar});
+        let tokens = ok(body).unwrap();
+        assert_eq!(tokens.access_token, vschar);
+        assert_eq!(tokens.refresh_token.as_deref(), Some(vschar.as_str()));
     }
 
     #[test]
