@@ -273,6 +273,8 @@ def shared_seeds():
     write("shared_records", "index_bucket", b"\x01" + json.dumps({"entries": {"digest": [[key, NOW + 100], ["k2", NOW - 1]]}}).encode())
     write("shared_records", "once", b"\x02" + json.dumps({"slot": NOW // 60, "used": ["abcdefghijklmnop"]}).encode())
     write("shared_records", "deny_list", b"\x03" + json.dumps({"v1": [{"entry": b64(hashlib.sha256(f"sid|{ISSUER}|s1".encode()).digest()), "at": NOW - 5, "until": NOW + 100}]}).encode())
+    # Regression: a non-UTF-8 byte in an unknown member hid the denial from check_encoded.
+    write("shared_records", "deny_list_non_utf8", b"\x03" + json.dumps({"v1": [{"entry": b64(hashlib.sha256(f"sid|{ISSUER}|s1".encode()).digest()), "at": NOW - 5, "until": NOW + 100}]}).encode()[:-1] + b', "x": "\xf3"}')
     write("shared_records", "lease", b"\x04" + json.dumps({"claims": [[key, NOW + 5], ["x", NOW - 5]]}).encode())
     jwks = json.loads((FUZZ / "corpus/jwks/mixed.json").read_text())
     shared = {"metadata": {"issuer": ISSUER, "authorization_endpoint": f"{ISSUER}/auth",
@@ -317,6 +319,11 @@ def flow_seeds():
                                 + json.dumps({"active": True, "token_type": "Bearer", "iss": ISSUER, "aud": "api", "sub": "alice", "exp": NOW + 300, "scope": "admin", "groups": "admin"}) + "\n",
         "bearer_cached": "#3 1 0 5\nGET /api/items app.example\nauthorization: Bearer opaque-token-123\n\nbytes {\"until\":1800000100,\"claims\":{\"sub\":\"alice\"}}\n",
         "provider_down": "#0 0 0 5\nGET /app app.example\n\n",
+        # Regression: a token endpoint's access token with CR/LF reached the upstream's headers.
+        "refresh_crlf_token": "GET /app app.example\ncookie: __Host-oidc-session=@SID@\n\nsession "
+                              + json.dumps(session(access_token_expires_at=NOW - 1)) + "\nyes\nresponse 200 "
+                              + json.dumps({"access_token": "at2\r\nx-user: admin", "token_type": "Bearer", "expires_in": 300}) + "\n",
+        "callback_error_html": "GET /oauth2/callback?error=x&error_description=%3Cscript%3Ealert(1)%3C/script%3E&state=@STATE@&iss=https%3A%2F%2Fidp.example app.example\ncookie: @LOGIN@\n\n",
         "odd_target": "GET //evil.example/%2e%2e/x?next=//evil app.example:8443\nx-user: forged\nauthorization: Basic YTpi\n\n",
     }
     for name, text in seeds.items():

@@ -263,6 +263,9 @@ fn check_final(step: &Step, client_controls: bool) {
         }
         Step::Respond(respond) => {
             assert!((100..600).contains(&respond.response.status));
+            // Local pages load nothing; whatever the request or provider said is escaped.
+            let body = respond.response.body.to_ascii_lowercase();
+            assert!(!contains(&body, "<script"), "script in a local page");
             for (name, value) in &respond.response.headers {
                 check_header(name, value);
             }
