@@ -151,6 +151,7 @@ fn default_session(now: u64, stale: bool) -> Session {
         } else {
             now.saturating_add(300)
         }),
+        access_token_lifetime: Some(300),
         refresh_token: Some("rt".to_string()),
         id_token: Some(stored_id_token().to_string()),
         claims,
@@ -428,7 +429,7 @@ fuzz_target!(|data: &[u8]| {
                 let stored = (keyword == "bytes").then_some(rest.as_slice());
                 flow.handle_cached(&mut ctx, stored)
             }
-            Step::RefetchJwks => flow.handle_jwks_refreshed(&mut ctx),
+            Step::RefetchJwks { .. } => flow.handle_jwks_refreshed(&mut ctx),
         };
     }
     panic!("the flow did not finish within {MAX_STEPS} steps");

@@ -59,6 +59,7 @@ fn session(sub: &str, sid: Option<&str>) -> Session {
         last_seen: NOW - 10,
         access_token: "at".to_string(),
         access_token_expires_at: Some(NOW + 30),
+        access_token_lifetime: Some(300),
         refresh_token: Some("rt".to_string()),
         id_token: None,
         claims: Default::default(),
@@ -131,8 +132,15 @@ fuzz_target!(|data: &[u8]| {
             let _ = shared_store::record_once(&data, "once/login/1", NOW, "state");
         }
         5 => {
-            if let Some(shared) = SharedProvider::decode(bytes) {
-                let _ = shared.to_provider();
+            if let Some(mut shared) = SharedProvider::decode(bytes) {
+                if let Some(provider) = shared.to_provider() {
+                    let _ = provider.may_refetch_jwks_for("new-kid", NOW);
+                    let refetches = &mut shared.kid_refetches;
+                    if refetches.claim("new-kid", NOW) {
+                        refetches.refetched("new-kid", &provider.jwks, NOW);
+                        assert!(!refetches.may_refetch("new-kid", NOW + 1));
+                    }
+                }
                 let _ = SharedProvider::decode(&shared.encode()).expect("round trip");
             }
         }

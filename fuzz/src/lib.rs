@@ -116,6 +116,7 @@ pub fn provider() -> &'static Provider {
             },
             jwks: jwks().clone(),
             jwks_fetched_at: NOW - 3600,
+            kid_refetches: Default::default(),
         }
     })
 }
@@ -202,6 +203,7 @@ pub fn verify_all(raw: &str) {
     let audiences = ["api".to_string(), CLIENT_ID.to_string()];
     let expect = AccessTokenExpectations {
         issuer: ISSUER,
+        client_id: CLIENT_ID,
         audiences: &audiences,
         allowed_algorithms: algs,
         now: NOW,
