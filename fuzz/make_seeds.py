@@ -164,6 +164,8 @@ def sealed_seeds():
     name = "oidc_login_abcdefgh"
     write("sealed_cookie", "login", b"\x02" + seal(f"oidc-filter login v1|{name}".encode(), json.dumps(login).encode(), bytes(12)).encode())
     write("sealed_cookie", "round_trip", b"\x03" + b"any bytes at all \x00\xff")
+    # Regression: a large numeric claim came back from the cookie one bit off.
+    write("sealed_cookie", "session_big_number", b"\x04" + json.dumps(session()).encode()[:-2] + b', "n": 180000030777777777777777777777777777777777777777777770}}')
     write("sealed_cookie", "session_json", b"\x04" + json.dumps(session(claims={"big": "x" * 5000})).encode())
 
 
@@ -285,6 +287,7 @@ def shared_seeds():
     write("shared_records", "provider", b"\x05" + json.dumps(shared).encode())
     write("shared_records", "fetch_status", b"\x06" + json.dumps({"failures": 3, "next_attempt_at": NOW + 4, "lease_until": 0}).encode())
     write("shared_records", "session", b"\x07" + json.dumps(session()).encode())
+    write("shared_records", "session_big_number", b"\x07" + json.dumps(session(claims={"n": 1.8000003077777777e53})).encode())
     write("shared_records", "store_sweep_state", b"\x08" + json.dumps({"owner": 1, "lease_until": NOW - 1, "cursor": 3, "next_pass_at": NOW, "evict_before": NOW - 50}).encode())
     write("shared_records", "store_bucket", b"\x08" + json.dumps({"sessions": {key: session(), "k2": session(expires_at=NOW - 1)}}).encode())
 
