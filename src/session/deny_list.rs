@@ -134,7 +134,11 @@ impl DenyList {
         session: &Session,
         now: u64,
     ) -> Option<bool> {
-        let text = std::str::from_utf8(encoded).ok()?;
+        let Ok(text) = std::str::from_utf8(encoded) else {
+            // serde_json skips unknown members without checking their UTF-8, so
+            // the list may still decode: let the decoder decide.
+            return Some(DenyList::decode(encoded)?.is_denied(issuer, session, now));
+        };
         // Digests are base64url: they appear verbatim in the JSON.
         let mentioned = IndexEntry::for_deny_list(issuer, session)
             .iter()
@@ -368,6 +372,24 @@ mod tests {
         assert_eq!(
             DenyList::check_encoded(b"[]", ISS, &sessions[0], NOW),
             Some(false)
+        );
+    }
+
+    /// Found with the shared_records fuzz target: serde_json skips an unknown
+    /// member without checking its UTF-8, so a list that decodes (and denies)
+    /// was declared unreadable, and the revoked session let through.
+    #[test]
+    fn a_stray_non_utf8_byte_does_not_hide_a_denial() {
+        let mut list = DenyList::default();
+        list.insert(&sid("sid-1"), NOW + 600, NOW);
+        let mut encoded = list.encode();
+        encoded.pop();
+        encoded.extend_from_slice(b",\"x\":\"\xf3\"}");
+        assert_eq!(DenyList::decode(&encoded), Some(list));
+        let revoked = session("alice", Some("sid-1"), NOW - 1);
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &revoked, NOW),
+            Some(true)
         );
     }
 
