@@ -8,6 +8,7 @@ pub mod deny_list;
 pub mod login;
 pub mod once;
 pub mod refresh_lease;
+pub mod refresh_outcome;
 pub mod shared_store;
 
 use serde::{Deserialize, Serialize};
