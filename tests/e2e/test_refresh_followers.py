@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness import logged_in
+from harness import CurlError, logged_in
 
 BURST = 20
 COOKIE_BASE = "__Host-oidc-session"
@@ -161,3 +161,42 @@ def test_a_failed_refresh_gives_every_waiting_request_the_leaders_answer_promptl
         r = owner.get(gw.url("/again"))
         assert r.status == 200, r
         assert rogue.token_requests("refresh_token") == 2
+
+
+def test_waiting_requests_whose_clients_went_away_are_harmless(rogue, gateway, browser):
+    """Followers whose clients give up while the refresh is under way are dropped: the
+    leader still finishes, later requests are served on every worker, nothing crashed."""
+    gw, owner, old = expired_session(rogue, gateway, browser, "shared-data", callout_timeout_ms=5000)
+    rogue.control(refresh_delay_ms=3000)
+    jar = owner.jar.read_text()
+    leader: list = []
+    thread = threading.Thread(target=lambda: leader.append(owner.get(gw.url("/leader"), max_time=20)))
+    thread.start()
+    time.sleep(0.5)
+
+    gave_up = 0
+    impatient = []
+    for i in range(10):
+        tab = browser(f"impatient{i}")
+        tab.jar.write_text(jar)
+        impatient.append(tab)
+
+    def give_up(tab):
+        nonlocal gave_up
+        try:
+            tab.get(gw.url("/impatient"), max_time=1)
+        except CurlError:
+            gave_up += 1
+
+    threads = [threading.Thread(target=give_up, args=(tab,)) for tab in impatient]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    thread.join(20)
+    assert gave_up == 10, "the followers were answered before the refresh ended"
+    assert leader and bearer(leader[0]) not in (None, old), leader
+    new = bearer(leader[0])
+    # Many new connections, so every worker serves one; a crashed VM would answer 503.
+    assert [bearer(owner.get(gw.url(f"/after/{i}"))) for i in range(12)] == [new] * 12
+    assert rogue.token_requests("refresh_token") == 1
