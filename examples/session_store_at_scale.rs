@@ -29,6 +29,7 @@ fn typical_session(n: u32, now: u64) -> Session {
         last_seen: now,
         access_token: "x".repeat(43),
         access_token_expires_at: Some(now + 3600),
+        access_token_lifetime: Some(3600),
         refresh_token: Some("y".repeat(43)),
         id_token: Some("z".repeat(800)),
         claims,
@@ -48,6 +49,7 @@ fn store(max_sessions: u32) -> SessionStore<InMemory> {
         idle_timeout: 3600,
         absolute_timeout: 28_800,
         max_sessions,
+        max_sessions_per_subject: 64,
         sweeper_id: 1,
         sweep_seen: Default::default(),
     }

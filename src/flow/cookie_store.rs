@@ -86,7 +86,7 @@ pub(super) fn open_request<R: CryptoRngCore>(
                 },
             )
         }
-        Ok(None) if is_logout => Loaded::Done(logout::logged_out(ctx, &request, None, None)),
+        Ok(None) if is_logout => Loaded::Done(logout::without_session(ctx, &request, None)),
         Ok(None) => Loaded::Done(login::start_login(ctx, &request)),
         Err(reason) => {
             log::info!("session cookie refused ({reason}): logging in again");
@@ -111,12 +111,7 @@ pub(super) fn with_deny_list<R: CryptoRngCore>(
     }
     let key = session_key(&opened.session);
     if logout {
-        return Next::Done(logout::logged_out(
-            ctx,
-            &request,
-            Some(opened.session),
-            Some(key),
-        ));
+        return logout::logged_out(ctx, &request, Some(opened.session), Some(key));
     }
     let reseal = opened
         .sealed_with_retired_key
@@ -127,7 +122,7 @@ pub(super) fn with_deny_list<R: CryptoRngCore>(
         if !forward
             .writes
             .iter()
-            .any(|w| matches!(w, StoreWrite::Put { .. }))
+            .any(|w| matches!(w, StoreWrite::Put { .. } | StoreWrite::Update { .. }))
         {
             forward.writes.push(StoreWrite::Put { key, session });
         }
@@ -157,7 +152,7 @@ fn forget<R: CryptoRngCore>(
 ) -> Step {
     let key = no_session_key();
     if is_logout {
-        return logout::logged_out(ctx, request, None, Some(key));
+        return logout::without_session(ctx, request, Some(key));
     }
     let mut step = login::start_login(ctx, request);
     if let Step::Respond(respond) = &mut step {
@@ -243,7 +238,10 @@ fn cookie_headers<R: CryptoRngCore>(
     let session = match writes.into_iter().next_back() {
         None | Some(StoreWrite::ReleaseRefresh { .. }) => return Some(Vec::new()),
         Some(StoreWrite::Delete { .. }) => return Some(chunks::expire_headers(&jar.names, attrs)),
-        Some(StoreWrite::Put { session, .. }) => session,
+        // A cookie session exists as long as the browser sends it; one that
+        // was logged out meanwhile is refused by the deny-list, since the
+        // session keeps its creation time.
+        Some(StoreWrite::Put { session, .. } | StoreWrite::Update { session, .. }) => session,
         Some(StoreWrite::Touch { at, .. }) => match &jar.session {
             Some(opened) => {
                 let mut touched = opened.clone();

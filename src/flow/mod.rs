@@ -89,8 +89,9 @@ pub enum Step {
     /// [`crate::session::once`]), then call [`RequestFlow::handle_once_recorded`].
     RecordOnce {
         key: String,
-        issued_at: u64,
         value: String,
+        /// The value is refused anyway after this: its entry may go then.
+        until: u64,
     },
     /// Mark the session as being refreshed until `until`, unless another worker
     /// already is or already has (its access token is no longer `access_token`),
@@ -123,6 +124,13 @@ pub enum Step {
     /// Delete every session filed under these index entries, then call
     /// [`RequestFlow::handle_sessions_ended`].
     EndSessions { entries: Vec<IndexEntry> },
+    /// Cookie sessions only: add these entries to this replica's deny-list
+    /// until `until` (a logout: the browser may keep a copy of the cookie),
+    /// then call [`RequestFlow::handle_sessions_ended`] with how many were denied.
+    DenyCookieSession {
+        entries: Vec<IndexEntry>,
+        until: u64,
+    },
     /// Send this request, then call [`RequestFlow::handle_callout_response`].
     Callout(Callout),
     /// Read the cache entry stored under `key` (introspection results), then
@@ -136,9 +144,11 @@ pub enum Step {
         value: Vec<u8>,
         then: Box<Step>,
     },
-    /// Fetch the provider's JWKS again, share it, then call
+    /// A token names the unknown key `kid`: fetch the provider's JWKS again
+    /// (unless [`crate::provider::KidRefetches`] says another worker just did or
+    /// the `kid` is known to be unknown), share it, then call
     /// [`RequestFlow::handle_jwks_refreshed`].
-    RefetchJwks,
+    RefetchJwks { kid: String },
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +173,12 @@ pub struct Respond {
 pub enum StoreWrite {
     /// Create or replace a session (a new login, refreshed tokens).
     Put {
+        key: SessionKey,
+        session: Box<Session>,
+    },
+    /// Replace a session that still exists (refreshed tokens). A session
+    /// deleted meanwhile (logout, back-channel logout, the sweep) stays deleted.
+    Update {
         key: SessionKey,
         session: Box<Session>,
     },
@@ -238,10 +254,13 @@ enum Expect {
     RefreshResponse(refresh::Refresh),
     AwaitRefresh(refresh::Refresh),
     RefreshedAlready(refresh::Refresh),
+    RefreshJwks(refresh::Refresh, TokenResponse),
     LogoutTokenBody,
     LogoutTokenJwks(String),
     LogoutTokenRecorded(backchannel::LogoutTarget),
     SessionsEnded,
+    LogoutDenied(Box<logout::Pending>),
+    LogoutRevoked(Box<logout::Pending>),
     LoginRecorded(callback::Callback),
     TokenResponse(callback::Callback),
     Jwks(callback::Callback, TokenResponse),
@@ -321,8 +340,8 @@ impl RequestFlow {
                 step
             }
             None if is_logout => {
-                let step = logout::logged_out(ctx, &request, None, None);
-                self.finish(ctx, step)
+                let next = logout::logged_out(ctx, &request, None, None);
+                self.finish_or(ctx, next)
             }
             None => {
                 let step = login::start_login(ctx, &request);
@@ -348,8 +367,8 @@ impl RequestFlow {
                 }
             },
             Expect::LogoutSession(request, key) => {
-                let step = logout::logged_out(ctx, &request, session, Some(key));
-                self.finish(ctx, step)
+                let next = logout::logged_out(ctx, &request, session, Some(key));
+                self.finish_or(ctx, next)
             }
             other => self.unexpected(ctx, other, "a session"),
         }
@@ -442,6 +461,13 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::SessionsEnded => self.finish(ctx, backchannel::done(count)),
+            Expect::LogoutDenied(pending) => {
+                if count == 0 {
+                    log::error!("logout: the session could not be denied on this replica");
+                }
+                let next = logout::revoke_then_answer(*pending);
+                self.finish_or(ctx, next)
+            }
             other => self.unexpected(ctx, other, "ended sessions"),
         }
     }
@@ -463,6 +489,10 @@ impl RequestFlow {
             Expect::RefreshResponse(refresh) => {
                 let next = refresh::handle_response(ctx, refresh, outcome);
                 self.finish_or(ctx, next)
+            }
+            Expect::LogoutRevoked(pending) => {
+                let step = logout::revoked(*pending, outcome);
+                self.finish(ctx, step)
             }
             other => self.unexpected(ctx, other, "a callout response"),
         }
@@ -495,6 +525,10 @@ impl RequestFlow {
             }
             Expect::LogoutTokenJwks(token) => {
                 let next = backchannel::verify(ctx, &token, false);
+                self.finish_or(ctx, next)
+            }
+            Expect::RefreshJwks(refresh, tokens) => {
+                let next = refresh::apply_tokens(ctx, refresh, tokens, false);
                 self.finish_or(ctx, next)
             }
             other => self.unexpected(ctx, other, "refetched keys"),
@@ -560,10 +594,13 @@ impl Expect {
             Expect::RefreshResponse(_) => "RefreshResponse",
             Expect::AwaitRefresh(_) => "AwaitRefresh",
             Expect::RefreshedAlready(_) => "RefreshedAlready",
+            Expect::RefreshJwks(..) => "RefreshJwks",
             Expect::LogoutTokenBody => "LogoutTokenBody",
             Expect::LogoutTokenJwks(_) => "LogoutTokenJwks",
             Expect::LogoutTokenRecorded(_) => "LogoutTokenRecorded",
             Expect::SessionsEnded => "SessionsEnded",
+            Expect::LogoutDenied(_) => "LogoutDenied",
+            Expect::LogoutRevoked(_) => "LogoutRevoked",
             Expect::Finished => "Finished",
         }
     }
@@ -589,9 +626,14 @@ fn session_id(config: &Config, request: &RequestHead) -> Option<SessionId> {
 
 /// The `Set-Cookie` that deletes one of our cookies.
 fn expire_cookie(config: &Config, name: &str) -> (String, String) {
+    let attributes = if name.starts_with(&config.cookies.login_prefix) {
+        config.cookies.login_attributes()
+    } else {
+        config.cookies.attributes.clone()
+    };
     (
         "set-cookie".to_string(),
-        cookies::set_cookie(name, "", Some(0), &config.cookies.attributes),
+        cookies::set_cookie(name, "", Some(0), &attributes),
     )
 }
 

@@ -6,7 +6,11 @@
 //! with the still-valid token or, when it already expired, wait for the
 //! leader's outcome (see [`crate::session::refresh_outcome`]) and go on with
 //! the new tokens, or answer as the leader did. A follower waits at most as
-//! long as the leader's claim lasts: the callout timeout and a margin.
+//! long as the leader's claim lasts.
+//!
+//! The provider may rotate the refresh token with every answer and refuse the
+//! old one from then on, so a refresh token it issued is never dropped, and the
+//! answer only updates a session that still exists (a logout meanwhile wins).
 
 use rand_core::CryptoRngCore;
 
@@ -16,8 +20,9 @@ use super::{
 };
 use crate::config::{Config, SessionStoreKind};
 use crate::http::pages;
-use crate::oidc::id_token::{verify_id_token, IdTokenExpectations, NonceCheck};
-use crate::oidc::token::{self, ClientCredentials, TokenError};
+use crate::oidc::id_token::{verify_id_token, IdTokenError, IdTokenExpectations, NonceCheck};
+use crate::oidc::jwt::JwtError;
+use crate::oidc::token::{self, ClientCredentials, TokenError, TokenResponse};
 use crate::session::refresh_outcome::{RefreshOutcome, RefreshRound};
 use crate::session::{Session, SessionKey};
 
@@ -115,6 +120,7 @@ pub(super) fn claimed<R: CryptoRngCore>(
         return Next::Done(forward_or_fail(
             ctx,
             &refresh,
+            None,
             "provider metadata is not loaded",
         ));
     };
@@ -146,6 +152,7 @@ pub(super) fn handle_response<R: CryptoRngCore>(
             return Next::Done(forward_or_fail(
                 ctx,
                 &refresh,
+                None,
                 "the identity provider could not be reached",
             ));
         }
@@ -164,13 +171,23 @@ pub(super) fn handle_response<R: CryptoRngCore>(
                     return Next::Done(forward_or_fail(
                         ctx,
                         &refresh,
+                        None,
                         "the identity provider refused to refresh it",
                     ));
                 }
             }
         }
     };
+    apply_tokens(ctx, refresh, tokens, true)
+}
 
+/// Checks the refreshed ID token, if any, and stores the new tokens.
+pub(super) fn apply_tokens<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    refresh: Refresh,
+    tokens: TokenResponse,
+    may_refetch_keys: bool,
+) -> Next {
     let config = ctx.config;
     let now = ctx.now;
     let mut session = refresh.session.clone();
@@ -204,11 +221,28 @@ pub(super) fn handle_response<R: CryptoRngCore>(
                 log::warn!("refreshed ID token names another subject: session ended");
                 return Next::Done(grant_ended(ctx, refresh));
             }
+            Err(IdTokenError::Jwt(JwtError::UnknownKid(kid)))
+                if may_refetch_keys && provider.may_refetch_jwks_for(&kid, now) =>
+            {
+                log::info!(
+                    "refreshed ID token signed with unknown key {kid:?}: refetching the provider's keys"
+                );
+                return Next::Wait(
+                    Box::new(Expect::RefreshJwks(refresh, tokens)),
+                    Step::RefetchJwks { kid },
+                );
+            }
             Err(err) => {
-                log::warn!("refreshed ID token rejected: {err}");
+                // The provider has spent the old refresh token: keep the new one
+                // so the next try works. The new access token is not used: what
+                // came with an invalid ID token is not trusted to go upstream.
+                log::warn!(
+                    "refreshed ID token rejected: {err}; keeping only the new refresh token"
+                );
                 return Next::Done(forward_or_fail(
                     ctx,
                     &refresh,
+                    tokens.refresh_token,
                     "its new ID token was invalid",
                 ));
             }
@@ -216,6 +250,7 @@ pub(super) fn handle_response<R: CryptoRngCore>(
     }
     session.access_token = tokens.access_token;
     session.access_token_expires_at = tokens.expires_in.map(|s| now.saturating_add(s));
+    session.access_token_lifetime = tokens.expires_in;
     if tokens.refresh_token.is_some() {
         session.refresh_token = tokens.refresh_token;
     }
@@ -243,7 +278,7 @@ fn forward_refreshed<R: CryptoRngCore>(
         forward
             .writes
             .retain(|w| !matches!(w, StoreWrite::Touch { .. }));
-        forward.writes.push(StoreWrite::Put {
+        forward.writes.push(StoreWrite::Update {
             key: key.clone(),
             session: Box::new(session.clone()),
         });
@@ -251,10 +286,12 @@ fn forward_refreshed<R: CryptoRngCore>(
     step
 }
 
-/// How long a claim holds: long enough for the callout to time out and the
-/// answer to be stored. Followers wait no longer.
+/// How long a claim holds: long enough for the token callout and a keys
+/// refetch to time out and the answer to be stored (a lapsed claim would let
+/// another worker spend the refresh token this one already sent). Followers
+/// wait no longer.
 fn claim_seconds(config: &Config) -> u64 {
-    config.callout_timeout_ms.div_ceil(1000) + 2
+    2 * config.callout_timeout_ms.div_ceil(1000) + 2
 }
 
 /// The leader's answer, after its outcome is published for the followers.
@@ -328,19 +365,32 @@ pub(super) fn after_wait<R: CryptoRngCore>(
 
 /// A refresh that failed for a reason that may pass: the still-valid token is
 /// used and a later request retries; an expired one ends in the error page
-/// (the session is kept, so reloading retries).
+/// (the session is kept, so reloading retries). A refresh token the provider
+/// issued all the same replaces the one it spent.
 fn forward_or_fail<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
     refresh: &Refresh,
+    new_refresh_token: Option<String>,
     why: &str,
 ) -> Step {
     let mut step = failure_answer(ctx, refresh, why);
-    let release = StoreWrite::ReleaseRefresh {
+    let mut writes = Vec::new();
+    if let Some(refresh_token) = new_refresh_token {
+        let mut session = refresh.session.clone();
+        session.refresh_token = Some(refresh_token);
+        session.refreshing_until = None;
+        writes.push(StoreWrite::Update {
+            key: refresh.key.clone(),
+            session: Box::new(session),
+        });
+    }
+    // Also for cookie sessions, whose claim lives outside the session.
+    writes.push(StoreWrite::ReleaseRefresh {
         key: refresh.key.clone(),
-    };
+    });
     match &mut step {
-        Step::Forward(forward) => forward.writes.push(release),
-        Step::Respond(respond) => respond.writes.push(release),
+        Step::Forward(forward) => forward.writes.extend(writes),
+        Step::Respond(respond) => respond.writes.extend(writes),
         _ => {}
     }
     let outcome = RefreshOutcome::Failed {

@@ -11,7 +11,7 @@ use super::root::Shared;
 use super::store::{self, HostSharedData};
 use crate::config::SessionStoreKind;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step, StoreWrite};
-use crate::http::pages;
+use crate::http::{cache_control, pages};
 use crate::provider::Provider;
 use crate::session::refresh_outcome::{self, RefreshOutcome, RefreshRound};
 use crate::session::{deny_list, refresh_lease, shared_store};
@@ -20,7 +20,7 @@ use crate::session::{deny_list, refresh_lease, shared_store};
 enum Waiting {
     Nothing,
     Flow(u32),
-    Jwks(u32),
+    Jwks(u32, String),
 }
 
 pub struct Filter {
@@ -180,13 +180,10 @@ impl Filter {
                     let (value, _) = store::get(&key);
                     self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
                 }
-                Step::RecordOnce {
-                    key,
-                    issued_at,
-                    value,
-                } => {
+                Step::RecordOnce { key, value, until } => {
+                    let now = super::now(self);
                     let first_use =
-                        shared_store::record_once(&HostSharedData, &key, issued_at, &value);
+                        shared_store::record_once(&HostSharedData, &key, &value, until, now);
                     self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use))
                 }
                 Step::ClaimRefresh {
@@ -224,6 +221,15 @@ impl Filter {
                     self.shared.metrics.backchannel_ended(ended);
                     self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, ended))
                 }
+                Step::DenyCookieSession { entries, until } => {
+                    let now = super::now(self);
+                    let denied = if deny_list::record(&HostSharedData, &entries, until, now) {
+                        entries.len()
+                    } else {
+                        0
+                    };
+                    self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, denied))
+                }
                 Step::ReadBody { max_bytes } => {
                     if self.headers_only {
                         self.with_context(|flow, ctx| flow.handle_body(ctx, Some(&[])))
@@ -243,11 +249,11 @@ impl Filter {
                         self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
                     }
                 },
-                Step::RefetchJwks => {
+                Step::RefetchJwks { kid } => {
                     let now = super::now(self);
                     let provider = self.shared.provider.borrow_mut().current(now);
                     let sent = match provider {
-                        Some(provider) if provider_fetch::claim_jwks_refetch(now) => {
+                        Some(provider) if provider_fetch::claim_jwks_refetch(&kid, now) => {
                             let callout = provider_fetch::jwks_callout(
                                 &self.shared.config,
                                 &provider.metadata,
@@ -258,7 +264,7 @@ impl Filter {
                     };
                     match sent {
                         Some(token) => {
-                            self.waiting = Waiting::Jwks(token);
+                            self.waiting = Waiting::Jwks(token, kid);
                             return self.pause();
                         }
                         None => self.with_context(|flow, ctx| flow.handle_jwks_refreshed(ctx)),
@@ -335,7 +341,10 @@ impl Filter {
 fn needs_own_event(step: &Step) -> bool {
     matches!(
         step,
-        Step::Callout(_) | Step::RefetchJwks | Step::ReadBody { .. } | Step::AwaitRefresh { .. }
+        Step::Callout(_)
+            | Step::RefetchJwks { .. }
+            | Step::ReadBody { .. }
+            | Step::AwaitRefresh { .. }
     )
 }
 
@@ -363,10 +372,10 @@ impl Context for Filter {
             Waiting::Flow(expected) if expected == token => {
                 self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
             }
-            Waiting::Jwks(expected) if expected == token => {
+            Waiting::Jwks(expected, kid) if expected == token => {
                 let now = super::now(self);
                 let stored = provider_fetch::expect_ok(outcome, "JWKS refetch")
-                    .and_then(|body| provider_fetch::store_refetched_jwks(now, &body));
+                    .and_then(|body| provider_fetch::store_refetched_jwks(&kid, now, &body));
                 match stored {
                     Ok(()) => self.shared.provider.borrow_mut().reload(now),
                     Err(reason) => {
@@ -413,7 +422,18 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in std::mem::take(&mut self.response_headers) {
+        let added = std::mem::take(&mut self.response_headers);
+        if cache_control::sets_cookie(&added) {
+            let upstream: Vec<Vec<u8>> = self
+                .get_http_response_headers_bytes()
+                .into_iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("cache-control"))
+                .map(|(_, value)| value)
+                .collect();
+            let merged = cache_control::make_private(&upstream);
+            self.set_http_response_header("cache-control", Some(&merged));
+        }
+        for (name, value) in added {
             self.add_http_response_header(&name, &value);
         }
         Action::Continue

@@ -179,6 +179,7 @@ mod tests {
             last_seen: 1,
             access_token: access_token.to_string(),
             access_token_expires_at: Some(500),
+            access_token_lifetime: Some(300),
             refresh_token: Some("rt-2".to_string()),
             id_token: None,
             claims: Default::default(),

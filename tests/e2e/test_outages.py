@@ -92,7 +92,7 @@ def test_provider_down_during_login_shows_502_and_the_login_can_be_retried(rogue
 def test_provider_down_during_refresh(rogue, gateway, browser):
     """Inside the margin the still-valid token is used; past expiry a clear 502; when the
     provider returns, the session refreshes without a new login."""
-    rogue.control(access_token_ttl=5)
+    rogue.control(access_token_ttl=8)
     gw = gateway(_idp=rogue, session={"refresh_margin_seconds": 4}, callout_timeout_ms=1500)
     b = browser()
     logged_in(b, gw, "/")
@@ -100,13 +100,15 @@ def test_provider_down_during_refresh(rogue, gateway, browser):
     old = bearer(b.get(gw.url("/")))
     rogue.control(refresh_status=503)
 
-    # From 1 s on the refresh is due; the token is valid until 5 s.
-    time.sleep(max(0.0, t0 + 2 - time.monotonic()))
+    # From 4 s on the refresh is due (the margin is at most half the lifetime); the token is
+    # valid until 8 s.
+    time.sleep(max(0.0, t0 + 5 - time.monotonic()))
     r, seconds = timed(lambda: b.get(gw.url("/inside-margin")))
     assert bearer(r) == old, "inside the margin the still-valid token is used"
     assert seconds < 1.5 + 3
+    assert rogue.stats()["token_errors"].get("refresh_token") == 1, "the refresh was tried and failed"
 
-    time.sleep(max(0.0, t0 + 6.2 - time.monotonic()))
+    time.sleep(max(0.0, t0 + 9.2 - time.monotonic()))
     r, seconds = timed(lambda: b.get(gw.url("/past-expiry")))
     assert r.status == 502 and "could not be renewed" in r.text, r
     assert seconds < 1.5 + 3
