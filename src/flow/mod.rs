@@ -29,6 +29,7 @@ use crate::http::paths;
 use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
 use crate::session::buckets::IndexEntry;
+use crate::session::refresh_outcome::{RefreshOutcome, RefreshRound};
 use crate::session::{Session, SessionId, SessionKey};
 
 /// Everything a handler may consult besides the event itself.
@@ -94,11 +95,29 @@ pub enum Step {
     },
     /// Mark the session as being refreshed until `until`, unless another worker
     /// already is or already has (its access token is no longer `access_token`),
-    /// then call [`RequestFlow::handle_refresh_claimed`].
+    /// then call [`RequestFlow::handle_refresh_claimed`]. A claim taken
+    /// withdraws the published outcome of an earlier, failed attempt at the
+    /// same round (see [`crate::session::refresh_outcome::withdraw`]), so that
+    /// the requests waiting on this attempt wait for it.
     ClaimRefresh {
         key: SessionKey,
         until: u64,
         access_token: String,
+    },
+    /// Another request is refreshing this session: hold this one until the
+    /// outcome of `round` is published (see [`crate::session::refresh_outcome`])
+    /// or the clock reaches `until`, then call
+    /// [`RequestFlow::handle_refresh_outcome`] (with `None` when the wait ran
+    /// out, or the host cannot hold the request). The steps that follow are
+    /// only a forward or an answer: no callout, no body.
+    AwaitRefresh { round: RefreshRound, until: u64 },
+    /// Publish how this request's refresh of `round` ended, kept until `until`
+    /// for the requests waiting on it, then perform `then`.
+    PublishRefresh {
+        round: RefreshRound,
+        outcome: RefreshOutcome,
+        until: u64,
+        then: Box<Step>,
     },
     /// Read the request body (at most `max_bytes`), then call [`RequestFlow::handle_body`].
     ReadBody { max_bytes: usize },
@@ -233,6 +252,8 @@ enum Expect {
     DenyList(Box<cookie_store::Pending>),
     RefreshClaim(refresh::Refresh),
     RefreshResponse(refresh::Refresh),
+    AwaitRefresh(refresh::Refresh),
+    RefreshedAlready(refresh::Refresh),
     RefreshJwks(refresh::Refresh, TokenResponse),
     LogoutTokenBody,
     LogoutTokenJwks(String),
@@ -399,6 +420,25 @@ impl RequestFlow {
         }
     }
 
+    /// `outcome` is `None` when the wait ran out or the request could not be held.
+    pub fn handle_refresh_outcome<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        outcome: Option<RefreshOutcome>,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::AwaitRefresh(refresh) => {
+                let step = refresh::after_wait(ctx, refresh, outcome);
+                self.finish(ctx, step)
+            }
+            Expect::RefreshedAlready(refresh) => {
+                let next = refresh::unless_refreshed(ctx, refresh, outcome);
+                self.finish_or(ctx, next)
+            }
+            other => self.unexpected(ctx, other, "a refresh outcome"),
+        }
+    }
+
     /// `body` is `None` when it was larger than asked for.
     pub fn handle_body<R: CryptoRngCore>(
         &mut self,
@@ -552,6 +592,8 @@ impl Expect {
             Expect::Introspection(_) => "Introspection",
             Expect::RefreshClaim(_) => "RefreshClaim",
             Expect::RefreshResponse(_) => "RefreshResponse",
+            Expect::AwaitRefresh(_) => "AwaitRefresh",
+            Expect::RefreshedAlready(_) => "RefreshedAlready",
             Expect::RefreshJwks(..) => "RefreshJwks",
             Expect::LogoutTokenBody => "LogoutTokenBody",
             Expect::LogoutTokenJwks(_) => "LogoutTokenJwks",

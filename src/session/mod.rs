@@ -9,6 +9,7 @@ pub mod first_write;
 pub mod login;
 pub mod once;
 pub mod refresh_lease;
+pub mod refresh_outcome;
 pub mod shared_store;
 
 use serde::{Deserialize, Serialize};

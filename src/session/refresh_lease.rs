@@ -4,7 +4,8 @@
 //! session has no stored copy, so the claim goes to one of a fixed set of
 //! shared-data slots instead (shared-data keys never go away, so one key per
 //! session would grow without bound). Other replicas cannot see the claim:
-//! with the cookie store, single flight is per replica.
+//! with the cookie store, single flight is per replica. A failed refresh
+//! releases its claim, so the next request retries at once.
 
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +68,35 @@ pub fn claim(data: &impl SharedData, key: &SessionKey, now: u64, until: u64) -> 
     false
 }
 
+/// Gives up the claim on `key` (the refresh failed): the next request retries
+/// at once instead of waiting for the claim to lapse.
+pub fn release(data: &impl SharedData, key: &SessionKey) {
+    let slot = slot_key(key);
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = data.get(&slot);
+        let Some(mut state) = bytes
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Slot>(b).ok())
+        else {
+            return;
+        };
+        let before = state.claims.len();
+        state.claims.retain(|(k, _)| k != key.as_str());
+        if state.claims.len() == before {
+            return;
+        }
+        let encoded = serde_json::to_vec(&state).unwrap_or_default();
+        match data.set(&slot, &encoded, cas) {
+            Ok(()) => return,
+            Err(WriteError::CasMismatch) => continue,
+            Err(WriteError::Failed(reason)) => {
+                log::error!("refresh claim release failed: {reason}");
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +113,17 @@ mod tests {
         assert!(!claim(&data, &key("a"), 101, 108), "someone else refreshes");
         assert!(claim(&data, &key("b"), 101, 108), "other sessions are free");
         assert!(claim(&data, &key("a"), 107, 114), "the claim lapsed");
+    }
+
+    #[test]
+    fn a_released_claim_can_be_taken_again_at_once() {
+        let data = InMemory::default();
+        assert!(claim(&data, &key("a"), 100, 107));
+        assert!(claim(&data, &key("b"), 100, 107));
+        release(&data, &key("a"));
+        assert!(claim(&data, &key("a"), 101, 108));
+        assert!(!claim(&data, &key("b"), 101, 108), "only that claim went");
+        release(&data, &key("c")); // never claimed: nothing to do
     }
 
     #[test]
