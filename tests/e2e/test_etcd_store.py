@@ -64,3 +64,126 @@ def test_a_login_through_one_gateway_is_valid_at_the_other(etcd, gateway, browse
     # An unknown cookie is not a session anywhere.
     forged = f"{SESSION_COOKIE}={'A' * 43}"
     assert is_login_redirect(user_at(b, b_gw, forged), gateway.idp)
+
+
+def access_token(r) -> str:
+    assert r.status == 200, r
+    return r.json()["headers"]["authorization"].removeprefix("Bearer ")
+
+
+def test_a_backchannel_logout_at_one_gateway_ends_the_session_at_the_other(etcd, idp_factory, gateway,
+                                                                           port_pool, browser):
+    from test_refresh_and_backchannel import end_idp_session
+
+    b_port = port_pool.take()
+    provider = idp_factory(backchannel_logout_uri=f"http://127.0.0.1:{b_port}{BACKCHANNEL_PATH}")
+    a = etcd_gateway(gateway, etcd, _idp=provider, backchannel_logout_path=BACKCHANNEL_PATH)
+    b_gw = etcd_gateway(gateway, etcd, _idp=provider, _port=b_port, backchannel_logout_path=BACKCHANNEL_PATH)
+    alice, bob = browser("alice"), browser("bob")
+    logged_in(alice, a, "/", "alice")
+    logged_in(bob, a, "/", "bob")
+    alice_cookie, bob_cookie = session_cookie(alice), session_cookie(bob)
+    assert upstream_user(user_at(alice, a, alice_cookie)) == "alice"
+
+    end_idp_session(alice, provider)  # the IdP tells gateway B, and only B
+    assert provider.stats()["backchannel"] == {"success": 1, "error": 0}, provider.stats()
+
+    assert is_login_redirect(user_at(alice, a, alice_cookie), provider)
+    assert is_login_redirect(user_at(alice, b_gw, alice_cookie), provider)
+    assert upstream_user(user_at(bob, a, bob_cookie)) == "bob"
+    assert upstream_user(user_at(bob, b_gw, bob_cookie)) == "bob"
+
+
+def test_concurrent_requests_at_two_gateways_refresh_a_rotating_token_once(etcd, idp_factory, gateway, browser):
+    # Access tokens live 15 s; with a 12 s margin both gateways want to refresh from 3 s on.
+    provider = idp_factory(env={"TTL_ACCESS_TOKEN": "15", "ROTATE_REFRESH_TOKEN": "1"})
+    a = etcd_gateway(gateway, etcd, _idp=provider, session={"refresh_margin_seconds": 12})
+    b_gw = etcd_gateway(gateway, etcd, _idp=provider, session={"refresh_margin_seconds": 12})
+    b = browser()
+    logged_in(b, a, "/", "alice")
+    t0 = time.monotonic()
+    cookie = session_cookie(b)
+    first = access_token(user_at(b, a, cookie))
+    time.sleep(max(0.0, t0 + 3.2 - time.monotonic()))
+
+    results: list = [None] * 16
+    start = threading.Barrier(len(results))
+
+    def one(i):
+        gw = (a, b_gw)[i % 2]
+        client = browser(f"burst{i}")
+        start.wait()
+        results[i] = user_at(client, gw, cookie, f"/burst/{i}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(r is not None for r in results), "a request of the burst did not finish"
+    # The old token is still valid: nobody waits, everyone reaches the upstream.
+    tokens = {access_token(r) for r in results}
+    assert provider.token_requests("refresh_token") == 1, provider.stats()
+    after_a = access_token(user_at(b, a, cookie))
+    after_b = access_token(user_at(b, b_gw, cookie))
+    assert after_a == after_b != first
+    assert tokens <= {first, after_a}, tokens
+    assert provider.token_requests("refresh_token") == 1, provider.stats()
+
+
+def leader(etcd) -> int:
+    for i, p in enumerate(etcd.processes):
+        if p is None or not p.alive():
+            continue
+        status, answer = etcd.call(i, "/v3/maintenance/status", {})
+        if status == 200 and answer.get("leader") == answer.get("header", {}).get("member_id"):
+            return i
+    raise AssertionError("no etcd leader")
+
+
+def test_one_member_down_changes_nothing_a_majority_down_fails_closed_and_service_resumes(
+        workdir, gateway, browser):
+    etcd = EtcdCluster(workdir, members=3).start()
+    try:
+        # The timeout covers an election (2 s here), so losing the leader is only a pause.
+        a = etcd_gateway(gateway, etcd, etcd={"timeout_ms": 4000})
+        b_gw = etcd_gateway(gateway, etcd, etcd={"timeout_ms": 4000})
+        b = browser()
+        logged_in(b, a, "/", "alice")
+        cookie = session_cookie(b)
+        assert upstream_user(user_at(b, b_gw, cookie)) == "alice"
+
+        first = leader(etcd)
+        etcd.kill(first)
+        for gw in (a, b_gw) * 4:
+            assert upstream_user(user_at(b, gw, cookie)) == "alice"
+        fresh = browser("fresh")
+        logged_in(fresh, b_gw, "/", "bob")
+        assert upstream_user(user_at(fresh, a, session_cookie(fresh))) == "bob"
+
+        second = leader(etcd)
+        etcd.kill(second)
+        for gw in (a, b_gw):
+            page = user_at(b, gw, cookie, headers={"Accept": "text/html"})
+            assert page.status == 503, page
+            assert "temporarily unavailable" in page.text
+            api = user_at(b, gw, cookie, "/api/x", headers={"Accept": "application/json"})
+            assert api.status == 503, api
+            assert api.json()["error"] == "temporarily_unavailable"
+            assert "x-auth-request-user" not in page.text and "x-auth-request-user" not in api.text
+        # A login cannot complete either: its session could not be stored.
+        late = browser("late")
+        from harness import callback_url
+        r = late.get(callback_url(late, a, "/", "carol"))
+        assert r.status == 503, r
+        assert late.cookie(SESSION_COOKIE) is None
+
+        etcd.restart(first)
+        etcd.restart(second)
+        etcd.wait_healthy()
+        for gw in (a, b_gw):
+            wait_until(lambda: user_at(b, gw, cookie).status == 200, 20, what="service back")
+            assert upstream_user(user_at(b, gw, cookie)) == "alice"
+        assert upstream_user(user_at(fresh, a, session_cookie(fresh))) == "bob"
+    finally:
+        etcd.stop()
