@@ -27,7 +27,8 @@ def b64(text: str | bytes) -> str:
 
 
 class EtcdCluster:
-    def __init__(self, workdir: Path, members: int = 3):
+    def __init__(self, workdir: Path, members: int = 3, extra_args: tuple[str, ...] = ()):
+        self.extra_args = list(extra_args)
         self.dir = Path(tempfile.mkdtemp(prefix="etcd-", dir=workdir))
         self.names = [f"m{i}" for i in range(members)]
         self.client_ports = [free_port() for _ in self.names]
@@ -54,6 +55,7 @@ class EtcdCluster:
             # A loaded test machine: elections must not fire on a slow heartbeat.
             "--heartbeat-interval", "200", "--election-timeout", "2000",
             "--logger", "zap", "--log-outputs", "stderr",
+            *self.extra_args,
         ]
         self.processes[i] = ManagedProcess(f"etcd-{name}", argv, self.dir / f"{name}.log")
 

@@ -187,3 +187,27 @@ def test_one_member_down_changes_nothing_a_majority_down_fails_closed_and_servic
         assert upstream_user(user_at(fresh, a, session_cookie(fresh))) == "bob"
     finally:
         etcd.stop()
+
+
+def test_authentication_to_etcd_and_again_when_the_token_expires(workdir, gateway, browser):
+    # Tokens live 3 s: the filter must authenticate again once its token expired.
+    etcd = EtcdCluster(workdir, members=1, extra_args=("--auth-token-ttl", "3")).start()
+    try:
+        etcd.enable_auth("gateway", "s3cret-pw")
+        creds = {"username_env": "ETCD_USER", "password_env": "ETCD_PASSWORD"}
+        gw = etcd_gateway(gateway, etcd, etcd=creds, _env={"ETCD_USER": "gateway", "ETCD_PASSWORD": "s3cret-pw"})
+        wrong = etcd_gateway(gateway, etcd, etcd=creds, _env={"ETCD_USER": "gateway", "ETCD_PASSWORD": "wrong"})
+        anonymous = etcd_gateway(gateway, etcd)
+        b = browser()
+        logged_in(b, gw, "/", "alice")
+        cookie = session_cookie(b)
+        assert upstream_user(user_at(b, gw, cookie)) == "alice"
+        time.sleep(5)
+        for _ in range(4):  # both workers, each with its own expired token
+            assert upstream_user(user_at(b, gw, cookie)) == "alice"
+        # Without valid credentials nothing passes.
+        for other in (wrong, anonymous):
+            r = user_at(b, other, cookie, headers={"Accept": "application/json"})
+            assert r.status == 503, r
+    finally:
+        etcd.stop()
