@@ -143,3 +143,116 @@ pub(crate) fn parse(
         credentials,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError, SessionStoreKind};
+
+    fn parse(session: serde_json::Value, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let json = serde_json::json!({
+            "issuer": "https://idp.example",
+            "client_id": "rp",
+            "client_secret": "s3cret",
+            "redirect_uri": "https://app.example/oauth2/callback",
+            "provider_cluster": "idp",
+            "session": session,
+        });
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(&serde_json::to_vec(&json).unwrap(), |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn field_of(session: serde_json::Value) -> String {
+        parse(session, &[]).expect_err("refused").field
+    }
+
+    #[test]
+    fn defaults_for_a_single_cluster() {
+        let config = parse(
+            serde_json::json!({"store": "etcd", "etcd": {"cluster": "etcd"}}),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.session.store, SessionStoreKind::Etcd);
+        let etcd = config.session.etcd.unwrap();
+        assert_eq!(etcd.clusters, vec!["etcd"]);
+        assert_eq!(etcd.key_prefix, "oidc-filter/");
+        assert_eq!(etcd.timeout_ms, 1000);
+        assert_eq!(
+            etcd.cache_ttl, 0,
+            "revocation-critical: no cache unless asked"
+        );
+        assert_eq!(etcd.lease_touch_interval, 60);
+        assert!(etcd.credentials.is_none());
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment() {
+        let session = serde_json::json!({"store": "etcd", "etcd": {
+            "cluster": ["e1", "e2", "e3"], "username_env": "U", "password_env": "P"}});
+        let config = parse(session.clone(), &[("U", "gw"), ("P", "pw")]).unwrap();
+        let etcd = config.session.etcd.unwrap();
+        assert_eq!(etcd.clusters.len(), 3);
+        let credentials = etcd.credentials.unwrap();
+        assert_eq!(credentials.username, "gw");
+        assert_eq!(credentials.password.expose(), "pw");
+        assert!(
+            !format!("{credentials:?}").contains("pw\""),
+            "no secret in logs"
+        );
+        let err = parse(session, &[("U", "gw")]).expect_err("no password");
+        assert_eq!(err.field, "session.etcd.password_env");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let etcd = |fields: serde_json::Value| {
+            let mut etcd = serde_json::json!({"cluster": "etcd"});
+            for (k, v) in fields.as_object().unwrap() {
+                etcd[k] = v.clone();
+            }
+            serde_json::json!({"store": "etcd", "etcd": etcd})
+        };
+        assert_eq!(
+            field_of(serde_json::json!({"store": "etcd"})),
+            "session.etcd"
+        );
+        assert_eq!(
+            field_of(serde_json::json!({"etcd": {"cluster": "etcd"}})),
+            "session.etcd"
+        );
+        assert_eq!(
+            field_of(serde_json::json!({"store": "etcd", "etcd": {}})),
+            "session.etcd.cluster"
+        );
+        assert_eq!(
+            field_of(etcd(serde_json::json!({"cluster": []}))),
+            "session.etcd.cluster"
+        );
+        assert_eq!(
+            field_of(etcd(serde_json::json!({"key_prefix": "no-slash"}))),
+            "session.etcd.key_prefix"
+        );
+        assert_eq!(
+            field_of(etcd(serde_json::json!({"timeout_ms": 10}))),
+            "session.etcd.timeout_ms"
+        );
+        assert_eq!(
+            field_of(etcd(serde_json::json!({"cache_ttl_seconds": 3600}))),
+            "session.etcd.cache_ttl_seconds"
+        );
+        assert_eq!(
+            field_of(etcd(serde_json::json!({"lease_touch_interval_seconds": 0}))),
+            "session.etcd.lease_touch_interval_seconds"
+        );
+        assert_eq!(
+            field_of(etcd(serde_json::json!({"username_env": "U"}))),
+            "session.etcd.username_env"
+        );
+        assert!(parse(etcd(serde_json::json!({"endpoints": []})), &[]).is_err());
+    }
+}

@@ -447,3 +447,282 @@ impl Op {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::StoreWrite;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde_json::{json, Value};
+
+    fn keys() -> Keys {
+        Keys {
+            prefix: "p/".to_string(),
+            issuer: "https://idp.example".to_string(),
+        }
+    }
+
+    fn key(s: &str) -> SessionKey {
+        SessionKey::from_hash(s.to_string())
+    }
+
+    fn session(access_token: &str) -> Session {
+        Session {
+            sub: "alice".into(),
+            sid: Some("sid-1".into()),
+            created_at: 1000,
+            expires_at: 1000 + 8 * 3600,
+            last_seen: 1000,
+            access_token: access_token.into(),
+            access_token_expires_at: Some(1300),
+            refresh_token: Some("rt".into()),
+            id_token: None,
+            claims: Default::default(),
+            refreshing_until: None,
+        }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        STANDARD.encode(bytes)
+    }
+
+    fn body(request: &EtcdRequest) -> Value {
+        serde_json::from_slice(&request.body).unwrap()
+    }
+
+    fn send(progress: Result<Progress, String>) -> EtcdRequest {
+        match progress {
+            Ok(Progress::Send(request)) => request,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    fn done(progress: Result<Progress, String>) -> Outcome {
+        match progress {
+            Ok(Progress::Done(outcome)) => outcome,
+            other => panic!("expected an outcome, got {other:?}"),
+        }
+    }
+
+    fn record(access_token: &str) -> (SessionKey, Record) {
+        (
+            key("k"),
+            Record {
+                session: session(access_token),
+                lease: 77,
+                mod_revision: 5,
+            },
+        )
+    }
+
+    #[test]
+    fn a_session_and_its_index_share_one_lease_of_the_idle_timeout() {
+        let mut op = Op::Create {
+            key: key("k"),
+            session: Box::new(session("at")),
+            lease: None,
+        };
+        let grant = op.start(&keys(), 1000, 3600);
+        assert_eq!(grant.path, "/v3/lease/grant");
+        assert_eq!(body(&grant)["TTL"], "3600");
+        let txn = send(op.advance(&keys(), br#"{"ID":"42","TTL":"3600"}"#));
+        let ops = body(&txn)["success"].as_array().unwrap().clone();
+        assert_eq!(ops.len(), 3, "session, sub and sid links");
+        assert!(ops.iter().all(|o| o["request_put"]["lease"] == "42"));
+        assert_eq!(ops[0]["request_put"]["key"], b64(b"p/s/k"));
+        assert!(matches!(
+            done(op.advance(&keys(), br#"{"header":{},"succeeded":true}"#)),
+            Outcome::Written
+        ));
+    }
+
+    #[test]
+    fn the_lease_never_outlives_the_absolute_end() {
+        let mut s = session("at");
+        s.expires_at = 1100;
+        assert_eq!(session_ttl(&s, 1000, 3600), 100);
+        assert_eq!(session_ttl(&s, 2000, 3600), 1);
+    }
+
+    #[test]
+    fn loads_keep_lease_and_revision_and_refuse_garbage() {
+        let value = b64(&session("at").encode());
+        let answer = json!({"header": {}, "kvs": [{"key": b64(b"p/s/k"), "value": value,
+            "mod_revision": "9", "lease": "77"}]});
+        let mut op = Op::Load { key: key("k") };
+        assert_eq!(op.start(&keys(), 0, 0).path, "/v3/kv/range");
+        let Outcome::Loaded(Some(record)) =
+            done(op.advance(&keys(), answer.to_string().as_bytes()))
+        else {
+            panic!("a record")
+        };
+        assert_eq!((record.lease, record.mod_revision), (77, 9));
+        assert!(matches!(
+            done(op.advance(&keys(), br#"{"header":{}}"#)),
+            Outcome::Loaded(None)
+        ));
+        for garbage in [&b"<html>"[..], b"{}", b"[]", br#"{"header":{},"kvs":"x"}"#] {
+            assert!(op.advance(&keys(), garbage).is_err(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_claim_needs_the_lock_absent_and_the_same_tokens() {
+        let claim = || Op::Claim {
+            key: key("k"),
+            ttl: 3,
+            access_token: "old".into(),
+            lease: None,
+        };
+        let mut op = claim();
+        assert_eq!(body(&op.start(&keys(), 0, 0))["TTL"], "3");
+        let txn = send(op.advance(&keys(), br#"{"ID":"5","TTL":"3"}"#));
+        let txn = body(&txn);
+        assert_eq!(txn["compare"][0]["key"], b64(b"p/r/k"));
+        assert_eq!(txn["compare"][0]["create_revision"], "0");
+        assert_eq!(txn["success"][0]["request_put"]["lease"], "5");
+        let answer = |succeeded: bool, token: &str| {
+            json!({"header": {}, "succeeded": succeeded, "responses": [
+                {"response_put": {"header": {}}},
+                {"response_range": {"header": {}, "kvs": [{"key": b64(b"p/s/k"),
+                    "value": b64(&session(token).encode())}]}}]})
+            .to_string()
+        };
+        let verdict = |succeeded, token| {
+            let mut op = claim();
+            let _ = op.start(&keys(), 0, 0);
+            let _ = send(op.advance(&keys(), br#"{"ID":"5","TTL":"3"}"#));
+            match done(op.advance(&keys(), answer(succeeded, token).as_bytes())) {
+                Outcome::Claimed(claimed) => claimed,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(verdict(true, "old"));
+        assert!(!verdict(false, "old"), "another replica holds the lock");
+        assert!(!verdict(true, "new"), "another replica refreshed already");
+    }
+
+    #[test]
+    fn writes_become_etcd_operations() {
+        let loaded = record("at");
+        let put = |s| StoreWrite::Put {
+            key: key("k"),
+            session: Box::new(s),
+        };
+        let planned = plan_write(put(session("new")), Some(&loaded), 60).unwrap();
+        assert!(planned.critical);
+        assert!(matches!(planned.op, Op::Update { lease: 77, .. }));
+        let planned = plan_write(put(session("new")), None, 60).unwrap();
+        assert!(matches!(planned.op, Op::Create { .. }), "a login");
+
+        let touch = |at| StoreWrite::Touch { key: key("k"), at };
+        assert!(
+            plan_write(touch(1030), Some(&loaded), 60).is_none(),
+            "too soon"
+        );
+        let planned = plan_write(touch(1060), Some(&loaded), 60).unwrap();
+        assert!(!planned.critical);
+        assert!(matches!(planned.op, Op::Touch { .. }));
+
+        let planned = plan_write(StoreWrite::Delete { key: key("k") }, Some(&loaded), 60).unwrap();
+        assert!(planned.critical);
+        let request = planned.op.start(&keys(), 0, 0);
+        assert_eq!(
+            body(&request)["success"].as_array().unwrap().len(),
+            4,
+            "the session, its lock and both index links"
+        );
+    }
+
+    #[test]
+    fn an_update_keeps_the_lease_frees_the_lock_and_renews() {
+        let mut op = Op::Update {
+            key: key("k"),
+            session: Box::new(session("new")),
+            lease: 77,
+            written: false,
+        };
+        let txn = body(&op.start(&keys(), 0, 0));
+        assert_eq!(
+            txn["compare"][0]["target"], "VERSION",
+            "only an existing session"
+        );
+        assert_eq!(txn["success"][0]["request_put"]["ignore_lease"], true);
+        assert_eq!(
+            txn["success"][1]["request_delete_range"]["key"],
+            b64(b"p/r/k")
+        );
+        let keepalive = send(op.advance(&keys(), br#"{"header":{},"succeeded":true}"#));
+        assert_eq!(keepalive.path, "/v3/lease/keepalive");
+        assert!(matches!(
+            done(op.advance(&keys(), br#"{"result":{"ID":"77","TTL":"3600"}}"#)),
+            Outcome::Written
+        ));
+    }
+
+    #[test]
+    fn a_touch_renews_the_lease_then_records_activity_unless_changed() {
+        let (k, r) = record("at");
+        let mut op = Op::Touch {
+            key: k,
+            at: 1100,
+            record: Box::new(r),
+            renewed: false,
+        };
+        assert_eq!(op.start(&keys(), 0, 0).path, "/v3/lease/keepalive");
+        let txn = body(&send(
+            op.advance(&keys(), br#"{"result":{"ID":"77","TTL":"3600"}}"#),
+        ));
+        assert_eq!(txn["compare"][0]["mod_revision"], "5");
+        let written = txn["success"][0]["request_put"]["value"].as_str().unwrap();
+        let written = Session::decode(&STANDARD.decode(written).unwrap()).unwrap();
+        assert_eq!(written.last_seen, 1100);
+        // A lease already gone: nothing to record.
+        let (k, r) = record("at");
+        let mut gone = Op::Touch {
+            key: k,
+            at: 1100,
+            record: Box::new(r),
+            renewed: false,
+        };
+        assert!(matches!(
+            done(gone.advance(&keys(), br#"{"result":{"ID":"77"}}"#)),
+            Outcome::Written
+        ));
+    }
+
+    #[test]
+    fn a_backchannel_logout_lists_the_index_then_deletes_in_one_transaction() {
+        let entry = IndexEntry::sid("https://idp.example", "sid-1");
+        let prefix = keys().index_prefix(&entry);
+        let mut op = Op::EndSessions {
+            entries: vec![entry],
+            deleting: None,
+            ended: 0,
+            rounds: 0,
+        };
+        let list = body(&op.start(&keys(), 0, 0));
+        assert_eq!(list["success"][0]["request_range"]["keys_only"], true);
+        let listed = json!({"header": {}, "succeeded": true, "responses": [{"response_range": {
+            "header": {}, "kvs": [{"key": b64(format!("{prefix}a").as_bytes())},
+                                  {"key": b64(format!("{prefix}b").as_bytes())}]}}]});
+        let delete = body(&send(op.advance(&keys(), listed.to_string().as_bytes())));
+        let ops = delete["success"].as_array().unwrap();
+        assert_eq!(ops[0]["request_delete_range"]["key"], b64(b"p/s/a"));
+        assert_eq!(ops[1]["request_delete_range"]["key"], b64(b"p/s/b"));
+        assert_eq!(ops.len(), 4, "and both index links");
+        let deleted = json!({"header": {}, "succeeded": true, "responses": [
+            {"response_delete_range": {"header": {}, "deleted": "1"}},
+            {"response_delete_range": {"header": {}}},
+            {"response_delete_range": {"header": {}, "deleted": "1"}},
+            {"response_delete_range": {"header": {}, "deleted": "1"}}]});
+        let _again = send(op.advance(&keys(), deleted.to_string().as_bytes()));
+        let empty = json!({"header": {}, "succeeded": true, "responses": [
+            {"response_range": {"header": {}}}]});
+        assert!(matches!(
+            done(op.advance(&keys(), empty.to_string().as_bytes())),
+            Outcome::Ended(1)
+        ));
+    }
+}
