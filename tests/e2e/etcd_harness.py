@@ -108,6 +108,11 @@ class EtcdCluster:
         _, answer = self.any_call("/v3/kv/range", {"key": b64(prefix), "range_end": b64(end), "keys_only": True})
         return [base64.b64decode(kv["key"]).decode() for kv in answer.get("kvs", [])]
 
+    def delete_prefix(self, prefix: str) -> int:
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        _, answer = self.any_call("/v3/kv/deleterange", {"key": b64(prefix), "range_end": b64(end)})
+        return int(answer.get("deleted", 0))
+
     def enable_auth(self, user: str, password: str):
         """Creates `root` (etcd requires it for auth) with `password` and a user `user`
         with read-write access to everything, then turns authentication on."""
@@ -156,13 +161,13 @@ def etcd_envoy_config(port: int, idp_port: int, upstream_port: int, cluster: Etc
 
 
 def etcd_gateway(factory, cluster: EtcdCluster, _idp=None, _port: int | None = None, _env: dict | None = None,
-                 etcd: dict | None = None, **overrides) -> Gateway:
+                 _concurrency: int = 2, etcd: dict | None = None, **overrides) -> Gateway:
     """Like the `gateway` fixture's factory, with the etcd store; stopped with the factory's gateways."""
     provider = _idp or factory.idp
     port = factory.port_pool.take(_port)
     cfg = etcd_envoy_config(port, provider.port, factory.echo.port, cluster, etcd,
                             env_keys=tuple((_env or {}).keys()), **overrides)
-    gw = Gateway(factory.workdir, cfg, port, env=_env)
+    gw = Gateway(factory.workdir, cfg, port, env=_env, concurrency=_concurrency)
     gw.idp = provider
     factory.started.append(gw)
     gw.start()

@@ -211,3 +211,21 @@ def test_authentication_to_etcd_and_again_when_the_token_expires(workdir, gatewa
             assert r.status == 503, r
     finally:
         etcd.stop()
+
+
+def test_the_worker_cache_keeps_a_revoked_session_at_most_its_ttl(etcd, gateway, browser):
+    ttl = 3
+    cached = etcd_gateway(gateway, etcd, _concurrency=1, etcd={"cache_ttl_seconds": ttl})
+    uncached = etcd_gateway(gateway, etcd)
+    b = browser()
+    logged_in(b, cached, "/", "alice")
+    cookie = session_cookie(b)
+    assert upstream_user(user_at(b, cached, cookie)) == "alice"  # read from etcd, cached
+    read_at = time.monotonic()
+    # An operator revokes every session in etcd.
+    assert etcd.delete_prefix(PREFIX + "s/") >= 1
+    assert is_login_redirect(user_at(b, uncached, cookie), gateway.idp), "no cache: at once"
+    if time.monotonic() < read_at + ttl - 1:
+        assert upstream_user(user_at(b, cached, cookie)) == "alice", "served from the cache"
+    time.sleep(max(0.0, read_at + ttl + 1.1 - time.monotonic()))
+    assert is_login_redirect(user_at(b, cached, cookie), gateway.idp), "the cache entry lapsed"
