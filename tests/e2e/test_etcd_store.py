@@ -229,3 +229,32 @@ def test_the_worker_cache_keeps_a_revoked_session_at_most_its_ttl(etcd, gateway,
         assert upstream_user(user_at(b, cached, cookie)) == "alice", "served from the cache"
     time.sleep(max(0.0, read_at + ttl + 1.1 - time.monotonic()))
     assert is_login_redirect(user_at(b, cached, cookie), gateway.idp), "the cache entry lapsed"
+
+
+def test_the_shipped_etcd_config_validates_and_matches_envoy_yaml(wasm, tmp_path):
+    import os
+    import subprocess
+
+    import yaml
+
+    from harness import ENVOY_YAML, REPO, filter_config, find_envoy
+
+    shipped = REPO / "envoy-etcd.yaml"
+    etcd_cfg = yaml.safe_load(shipped.read_text())
+    base = filter_config(yaml.safe_load(ENVOY_YAML.read_text()))
+    mine = filter_config(etcd_cfg)
+    assert mine["session"]["store"] == "etcd"
+    assert mine["session"]["etcd"]["cluster"] == ["etcd0", "etcd1", "etcd2"]
+    assert {c["name"] for c in etcd_cfg["static_resources"]["clusters"]} >= {"etcd0", "etcd1", "etcd2"}
+    for key in set(base) | set(mine):
+        if key not in ("session", "redirect_uri"):
+            assert mine.get(key) == base.get(key), key
+    text = shipped.read_text()
+    if os.environ.get("OIDC_FILTER_WASM"):
+        text = text.replace("target/wasm32-wasip1/release/oidc_filter.wasm", str(wasm))
+    config = tmp_path / "envoy-etcd.yaml"
+    config.write_text(text)
+    proc = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(config), "--use-dynamic-base-id"],
+                          cwd=REPO, env=dict(os.environ, OIDC_CLIENT_SECRET="x"), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
