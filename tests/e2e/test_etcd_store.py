@@ -258,3 +258,35 @@ def test_the_shipped_etcd_config_validates_and_matches_envoy_yaml(wasm, tmp_path
                           cwd=REPO, env=dict(os.environ, OIDC_CLIENT_SECRET="x"), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_etcd_answering_garbage_or_too_slowly_fails_closed_and_loses_nothing(etcd, gateway, echo, browser):
+    from types import SimpleNamespace
+
+    good = etcd_gateway(gateway, etcd)
+    # "etcd" that is really the echo server: HTTP 200 with JSON that is not etcd's answer.
+    impostor = SimpleNamespace(names=["m0"], client_ports=[echo.port])
+    garbage = etcd_gateway(gateway, impostor)
+    b = browser()
+    logged_in(b, good, "/", "alice")
+    cookie = session_cookie(b)
+    for gw in (garbage,):
+        page = user_at(b, gw, cookie, headers={"Accept": "text/html"})
+        assert page.status == 503 and "temporarily unavailable" in page.text, page
+        api = user_at(b, gw, cookie, "/api", headers={"Accept": "application/json"})
+        assert api.status == 503 and api.json()["error"] == "temporarily_unavailable", api
+
+    # Every member hangs (SIGSTOP): each call times out (1 s), then 503.
+    for p in etcd.processes:
+        p.pause()
+    try:
+        started = time.monotonic()
+        r = user_at(b, good, cookie, headers={"Accept": "application/json"})
+        assert r.status == 503, r
+        assert time.monotonic() - started < 15
+    finally:
+        for p in etcd.processes:
+            p.resume()
+    etcd.wait_healthy()
+    wait_until(lambda: user_at(b, good, cookie).status == 200, 20, what="service back")
+    assert upstream_user(user_at(b, good, cookie)) == "alice", "the session survived"
