@@ -19,6 +19,7 @@ use crate::session::etcd::config::EtcdConfig;
 use crate::session::etcd::ops::{self, Keys, Op, Outcome, Progress, Record};
 use crate::session::etcd::transport::{self, Endpoints, Verdict};
 use crate::session::etcd::unavailable;
+use crate::session::shared_store::Changes;
 use crate::session::SessionKey;
 
 /// Sessions a worker's cache holds at most.
@@ -86,6 +87,8 @@ enum Job {
     Writes {
         pending: VecDeque<StoreWrite>,
         critical: bool,
+        /// The write in flight creates a session (for the metrics).
+        creates: bool,
         then: Box<Step>,
     },
 }
@@ -200,6 +203,7 @@ impl Filter {
             self.etcd.job = Some(Job::Writes {
                 pending,
                 critical: planned.critical,
+                creates: matches!(planned.op, Op::Create { .. }),
                 then,
             });
             return self.etcd_start(planned.op);
@@ -339,7 +343,21 @@ impl Filter {
                     self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, count)),
                 )
             }
-            (Some(Job::Writes { pending, then, .. }), Outcome::Written) => {
+            (
+                Some(Job::Writes {
+                    pending,
+                    then,
+                    creates,
+                    ..
+                }),
+                Outcome::Written,
+            ) => {
+                if creates {
+                    self.shared.metrics.record(&Changes {
+                        created: 1,
+                        ..Changes::default()
+                    });
+                }
                 self.etcd_next_write(pending, then)
             }
             _ => self.etcd_failed("an etcd answer came for another question"),
@@ -365,6 +383,7 @@ impl Filter {
                 pending,
                 critical: false,
                 then,
+                ..
             }) => self.etcd_next_write(pending, then),
             Some(Job::EndSessions) => answer(false),
             _ => answer(self.etcd.wants_page),

@@ -57,6 +57,8 @@ def test_a_login_through_one_gateway_is_valid_at_the_other(etcd, gateway, browse
     cookie = session_cookie(b)
     assert upstream_user(user_at(b, a, cookie)) == "alice"
     assert upstream_user(user_at(b, b_gw, cookie)) == "alice"
+    created = "wasmcustom.oidc_filter.sessions_created"
+    assert a.stats(created).get(created) == 1
     # The session lives in etcd under the prefix, with its sub index link.
     keys = etcd.keys(PREFIX)
     assert any(k.startswith(PREFIX + "s/") for k in keys), keys
