@@ -11,7 +11,7 @@ use super::root::Shared;
 use super::store::{self, HostSharedData};
 use crate::config::SessionStoreKind;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
-use crate::http::pages;
+use crate::http::{cache_control, pages};
 use crate::provider::Provider;
 use crate::session::{deny_list, refresh_lease, shared_store};
 
@@ -19,7 +19,7 @@ use crate::session::{deny_list, refresh_lease, shared_store};
 pub(super) enum Waiting {
     Nothing,
     Flow(u32),
-    Jwks(u32),
+    Jwks(u32, String),
     Etcd(u32),
 }
 
@@ -188,11 +188,11 @@ impl Filter {
                         self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
                     }
                 },
-                Step::RefetchJwks => {
+                Step::RefetchJwks { kid } => {
                     let now = super::now(self);
                     let provider = self.shared.provider.borrow_mut().current(now);
                     let sent = match provider {
-                        Some(provider) if provider_fetch::claim_jwks_refetch(now) => {
+                        Some(provider) if provider_fetch::claim_jwks_refetch(&kid, now) => {
                             let callout = provider_fetch::jwks_callout(
                                 &self.shared.config,
                                 &provider.metadata,
@@ -203,7 +203,7 @@ impl Filter {
                     };
                     match sent {
                         Some(token) => {
-                            self.waiting = Waiting::Jwks(token);
+                            self.waiting = Waiting::Jwks(token, kid);
                             return self.pause();
                         }
                         None => self.with_context(|flow, ctx| flow.handle_jwks_refreshed(ctx)),
@@ -290,10 +290,10 @@ impl Context for Filter {
                 Some(step) => step,
                 None => return,
             },
-            Waiting::Jwks(expected) if expected == token => {
+            Waiting::Jwks(expected, kid) if expected == token => {
                 let now = super::now(self);
                 let stored = provider_fetch::expect_ok(outcome, "JWKS refetch")
-                    .and_then(|body| provider_fetch::store_refetched_jwks(now, &body));
+                    .and_then(|body| provider_fetch::store_refetched_jwks(&kid, now, &body));
                 match stored {
                     Ok(()) => self.shared.provider.borrow_mut().reload(now),
                     Err(reason) => log::warn!("keys could not be refetched: {reason}"),
@@ -337,7 +337,18 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in std::mem::take(&mut self.response_headers) {
+        let added = std::mem::take(&mut self.response_headers);
+        if cache_control::sets_cookie(&added) {
+            let upstream: Vec<Vec<u8>> = self
+                .get_http_response_headers_bytes()
+                .into_iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("cache-control"))
+                .map(|(_, value)| value)
+                .collect();
+            let merged = cache_control::make_private(&upstream);
+            self.set_http_response_header("cache-control", Some(&merged));
+        }
+        for (name, value) in added {
             self.add_http_response_header(&name, &value);
         }
         Action::Continue

@@ -97,8 +97,9 @@ def test_a_backchannel_logout_at_one_gateway_ends_the_session_at_the_other(etcd,
 
 
 def test_concurrent_requests_at_two_gateways_refresh_a_rotating_token_once(etcd, idp_factory, gateway, browser):
-    # Access tokens live 15 s; with a 12 s margin both gateways want to refresh from 3 s on.
-    provider = idp_factory(env={"TTL_ACCESS_TOKEN": "15", "ROTATE_REFRESH_TOKEN": "1"})
+    # Access tokens live 16 s; the margin (at most half the lifetime: 8 s) makes both
+    # gateways want to refresh from 8 s on, while the old token is still valid.
+    provider = idp_factory(env={"TTL_ACCESS_TOKEN": "16", "ROTATE_REFRESH_TOKEN": "1"})
     a = etcd_gateway(gateway, etcd, _idp=provider, session={"refresh_margin_seconds": 12})
     b_gw = etcd_gateway(gateway, etcd, _idp=provider, session={"refresh_margin_seconds": 12})
     b = browser()
@@ -106,7 +107,7 @@ def test_concurrent_requests_at_two_gateways_refresh_a_rotating_token_once(etcd,
     t0 = time.monotonic()
     cookie = session_cookie(b)
     first = access_token(user_at(b, a, cookie))
-    time.sleep(max(0.0, t0 + 3.2 - time.monotonic()))
+    time.sleep(max(0.0, t0 + 9 - time.monotonic()))
 
     results: list = [None] * 16
     start = threading.Barrier(len(results))

@@ -376,7 +376,7 @@ def test_invalid_logout_tokens_are_refused_and_end_nothing(gateway, idp, browser
         "iat an hour ago": {"key": "idp", "header": typ, "claims": claims(iat=now - 3600, exp=now - 3480)},
         "expired": {"key": "idp", "header": typ, "claims": claims(iat=now - 200, exp=now - 120)},
         "iat in the future": {"key": "idp", "header": typ, "claims": claims(iat=now + 600, exp=now + 720)},
-        "typ JWT (an ID token's)": {"key": "idp", "header": {"typ": "JWT"}, "claims": claims()},
+        "typ at+jwt (an access token's)": {"key": "idp", "header": {"typ": "at+jwt"}, "claims": claims()},
     }
     signed = dict(zip(cases, sign_jwts(list(cases.values()))))
     signed["alg none"] = unsigned_jwt({"alg": "none", "typ": "logout+jwt"}, claims())

@@ -407,6 +407,17 @@ pub fn plan_write(
                 true,
             ),
         },
+        // Refreshed tokens: only for a session that still exists; the lease is
+        // renewed when this request read it (0: not known, not renewed).
+        StoreWrite::Update { key, session } => (
+            Op::Update {
+                lease: record_of(&key).map_or(0, |r| r.lease),
+                key,
+                session,
+                written: false,
+            },
+            true,
+        ),
         StoreWrite::Touch { key, at } => {
             let record = record_of(&key)?;
             if at.saturating_sub(record.session.last_seen) < lease_touch_interval
@@ -476,6 +487,7 @@ mod tests {
             last_seen: 1000,
             access_token: access_token.into(),
             access_token_expires_at: Some(1300),
+            access_token_lifetime: None,
             refresh_token: Some("rt".into()),
             id_token: None,
             claims: Default::default(),
@@ -615,6 +627,18 @@ mod tests {
         assert!(matches!(planned.op, Op::Update { lease: 77, .. }));
         let planned = plan_write(put(session("new")), None, 60).unwrap();
         assert!(matches!(planned.op, Op::Create { .. }), "a login");
+        let update = |s| StoreWrite::Update {
+            key: key("k"),
+            session: Box::new(s),
+        };
+        let planned = plan_write(update(session("new")), Some(&loaded), 60).unwrap();
+        assert!(planned.critical);
+        assert!(matches!(planned.op, Op::Update { lease: 77, .. }));
+        let planned = plan_write(update(session("new")), None, 60).unwrap();
+        assert!(
+            matches!(planned.op, Op::Update { lease: 0, .. }),
+            "never a create"
+        );
 
         let touch = |at| StoreWrite::Touch { key: key("k"), at };
         assert!(
