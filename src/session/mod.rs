@@ -6,6 +6,7 @@ pub mod chunks;
 pub mod cookie_codec;
 pub mod deny_list;
 pub mod etcd;
+pub mod first_write;
 pub mod login;
 pub mod once;
 pub mod refresh_lease;
