@@ -6,6 +6,7 @@ use std::rc::{Rc, Weak};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
+use super::etcd_store;
 use super::provider_fetch;
 use super::root::Shared;
 use super::store::{self, HostSharedData};
@@ -17,14 +18,15 @@ use crate::session::refresh_outcome::{self, RefreshOutcome, RefreshRound};
 use crate::session::{deny_list, refresh_lease, shared_store};
 
 /// What a callout in flight is for.
-enum Waiting {
+pub(super) enum Waiting {
     Nothing,
     Flow(u32),
     Jwks(u32, String),
+    Etcd(u32),
 }
 
 pub struct Filter {
-    shared: Rc<Shared>,
+    pub(super) shared: Rc<Shared>,
     /// The host's id of this request's context, and this filter as the
     /// waiter list holds it (see [`super::waiters`]).
     context_id: u32,
@@ -33,7 +35,9 @@ pub struct Filter {
     /// answer for this request.
     waking: bool,
     flow: RequestFlow,
-    waiting: Waiting,
+    pub(super) waiting: Waiting,
+    /// The etcd store's state for this request (see [`super::etcd_store`]).
+    pub(super) etcd: etcd_store::PerRequest,
     /// Paused and not yet resumed: the request continues through
     /// `resume_http_request`, and its body is held until then (also after a
     /// local reply).
@@ -62,6 +66,7 @@ impl Filter {
             waking: false,
             flow: RequestFlow::new(),
             waiting: Waiting::Nothing,
+            etcd: Default::default(),
             paused: false,
             response_headers: Vec::new(),
             headers_only: false,
@@ -84,7 +89,7 @@ impl Filter {
     }
 
     /// Runs `event` against the flow with a fresh context.
-    fn with_context(
+    pub(super) fn with_context(
         &mut self,
         event: impl FnOnce(&mut RequestFlow, &mut flow::Context<'_, rand_core::OsRng>) -> Step,
     ) -> Step {
@@ -137,6 +142,14 @@ impl Filter {
                     writes: Vec::new(),
                 });
             }
+            step = match self.etcd_intercept(step) {
+                etcd_store::Intercept::Wait(action) => return action,
+                etcd_store::Intercept::Again(next) => {
+                    step = next;
+                    continue;
+                }
+                etcd_store::Intercept::Pass(step) => step,
+            };
             step = match step {
                 Step::AwaitRefresh { round, until } => {
                     let now = super::now(self);
@@ -330,7 +343,7 @@ impl Filter {
         self.shared.config.session.store == SessionStoreKind::Cookie
     }
 
-    fn pause(&mut self) -> Action {
+    pub(super) fn pause(&mut self) -> Action {
         self.paused = true;
         Action::Pause
     }
@@ -372,6 +385,10 @@ impl Context for Filter {
             Waiting::Flow(expected) if expected == token => {
                 self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
             }
+            Waiting::Etcd(expected) if expected == token => match self.etcd_on_response(outcome) {
+                Some(step) => step,
+                None => return,
+            },
             Waiting::Jwks(expected, kid) if expected == token => {
                 let now = super::now(self);
                 let stored = provider_fetch::expect_ok(outcome, "JWKS refetch")
@@ -442,6 +459,7 @@ impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.headers_only = end_of_stream;
         let request = self.read_request();
+        self.etcd_note_request(&request);
         let step = self.with_context(|flow, ctx| flow.handle_request(ctx, request));
         self.drive(step)
     }

@@ -26,6 +26,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Requests of this VM waiting on a session's refresh.
     pub waiters: Waiters,
+    /// Set with the etcd session store.
+    pub etcd: Option<super::etcd_store::EtcdShared>,
 }
 
 enum Fetching {
@@ -132,7 +134,9 @@ impl RootContext for Root {
                     sweeper_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
                     sweep_seen: Default::default(),
                 };
+                let etcd = super::etcd_store::EtcdShared::new(&config);
                 self.shared = Some(Rc::new(Shared {
+                    etcd,
                     config,
                     provider: RefCell::new(ProviderCache::default()),
                     store,
@@ -203,7 +207,7 @@ impl Root {
 
 /// Workers take turns sweeping a slice of the store each tick.
 fn sweep_if_due(shared: &Shared, now: u64) {
-    if shared.config.session.store == crate::config::SessionStoreKind::Cookie {
+    if shared.config.session.store != crate::config::SessionStoreKind::SharedData {
         return; // nothing of cookie sessions lives in shared data but the bounded deny-list
     }
     if let Some(changes) = shared
