@@ -61,9 +61,16 @@ class EchoHandler(BaseHTTPRequestHandler):
             sys.stderr.write("echo: " + (fmt % args) + "\n")
 
 
+class EchoServer(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops connections when a burst of requests (a
+    # page's assets, the tests' concurrent requests) arrives at once; the dropped SYN is
+    # retried after a second, past Envoy's 1 s connect timeout.
+    request_queue_size = 1024
+
+
 def main():
     port = int(os.environ.get("PORT", "9602"))
-    server = ThreadingHTTPServer(("127.0.0.1", port), EchoHandler)
+    server = EchoServer(("127.0.0.1", port), EchoHandler)
     server.daemon_threads = True
     print(f"echo upstream ready on http://127.0.0.1:{port}/", flush=True)
     try:
