@@ -41,7 +41,7 @@ impl std::error::Error for ConfigError {}
 
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(pub(crate) String);
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -61,6 +61,8 @@ pub enum SessionStoreKind {
     SharedData,
     /// The session sealed into the browser's cookies: no server state, any replica.
     Cookie,
+    /// Sessions in an etcd cluster all replicas share (see `session.etcd`).
+    Etcd,
 }
 
 /// What goes to the upstream in `Authorization`.
@@ -110,6 +112,11 @@ pub struct SessionConfig {
     pub max_sessions: u32,
     /// How often expired sessions are swept from shared data.
     pub sweep_interval: u64,
+    /// Set exactly when `store` is `Etcd`.
+    pub etcd: Option<crate::session::etcd::config::EtcdConfig>,
+    /// Shared-data store: sessions one `sub` or `sid` may have; the next
+    /// login ends the oldest (so every session stays revocable).
+    pub max_sessions_per_subject: usize,
 }
 
 impl SessionConfig {
@@ -306,6 +313,8 @@ struct RawSession {
     refresh_margin_seconds: Option<u64>,
     max_sessions: Option<u32>,
     sweep_interval_seconds: Option<u64>,
+    etcd: Option<crate::session::etcd::config::RawEtcd>,
+    max_sessions_per_subject: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -535,6 +544,19 @@ impl Config {
             1,
             3600,
         )?;
+        let etcd = crate::session::etcd::config::parse(
+            raw.session.etcd,
+            store == SessionStoreKind::Etcd,
+            idle_timeout,
+            &env,
+        )?;
+        let max_sessions_per_subject = bounded(
+            "session.max_sessions_per_subject",
+            raw.session.max_sessions_per_subject,
+            64,
+            1,
+            1024,
+        )? as usize;
         let session = SessionConfig {
             store,
             absolute_timeout,
@@ -542,6 +564,8 @@ impl Config {
             refresh_margin,
             max_sessions,
             sweep_interval,
+            etcd,
+            max_sessions_per_subject,
         };
 
         let upstream = upstream_config(raw.upstream)?;
@@ -1025,6 +1049,20 @@ mod tests {
             (
                 with("session", serde_json::json!({"idle_timeout_seconds": 5})),
                 "session.idle_timeout_seconds",
+            ),
+            (
+                with(
+                    "session",
+                    serde_json::json!({"max_sessions_per_subject": 0}),
+                ),
+                "session.max_sessions_per_subject",
+            ),
+            (
+                with(
+                    "session",
+                    serde_json::json!({"max_sessions_per_subject": 1025}),
+                ),
+                "session.max_sessions_per_subject",
             ),
             (
                 with(

@@ -86,7 +86,7 @@ pub(super) fn open_request<R: CryptoRngCore>(
                 },
             )
         }
-        Ok(None) if is_logout => Loaded::Done(logout::logged_out(ctx, &request, None, None)),
+        Ok(None) if is_logout => Loaded::Done(logout::without_session(ctx, &request, None)),
         Ok(None) => Loaded::Done(login::start_login(ctx, &request)),
         Err(reason) => {
             log::info!("session cookie refused ({reason}): logging in again");
@@ -111,12 +111,7 @@ pub(super) fn with_deny_list<R: CryptoRngCore>(
     }
     let key = session_key(&opened.session);
     if logout {
-        return Next::Done(logout::logged_out(
-            ctx,
-            &request,
-            Some(opened.session),
-            Some(key),
-        ));
+        return logout::logged_out(ctx, &request, Some(opened.session), Some(key));
     }
     let reseal = opened
         .sealed_with_retired_key
@@ -157,7 +152,7 @@ fn forget<R: CryptoRngCore>(
 ) -> Step {
     let key = no_session_key();
     if is_logout {
-        return logout::logged_out(ctx, request, None, Some(key));
+        return logout::without_session(ctx, request, Some(key));
     }
     let mut step = login::start_login(ctx, request);
     if let Step::Respond(respond) = &mut step {
@@ -175,7 +170,8 @@ pub(super) fn writes_to_cookies<R: CryptoRngCore>(
 ) -> Step {
     match step {
         Step::Forward(mut forward) => {
-            let writes = std::mem::take(&mut forward.writes);
+            let (releases, writes) = take_releases(std::mem::take(&mut forward.writes));
+            forward.writes = releases;
             // Too large: the browser keeps the cookie it has, which still works.
             if let Some(headers) = cookie_headers(ctx, jar, writes) {
                 forward.response_headers.extend(headers);
@@ -183,7 +179,8 @@ pub(super) fn writes_to_cookies<R: CryptoRngCore>(
             Step::Forward(forward)
         }
         Step::Respond(mut respond) => {
-            let writes = std::mem::take(&mut respond.writes);
+            let (releases, writes) = take_releases(std::mem::take(&mut respond.writes));
+            respond.writes = releases;
             if writes.is_empty() {
                 return Step::Respond(respond);
             }
@@ -194,7 +191,7 @@ pub(super) fn writes_to_cookies<R: CryptoRngCore>(
                         "Login could not be completed",
                         "The session is too large to keep in cookies. Please ask the site's operators to keep fewer tokens or claims in it.",
                     ),
-                    writes: Vec::new(),
+                    writes: respond.writes,
                 });
             };
             // The flow names the session cookie as for shared data (an id, or an
@@ -206,8 +203,28 @@ pub(super) fn writes_to_cookies<R: CryptoRngCore>(
             respond.response.headers.extend(headers);
             Step::Respond(respond)
         }
+        // A refresh's outcome is published before its answer: the answer carries the cookies.
+        Step::PublishRefresh {
+            round,
+            outcome,
+            until,
+            then,
+        } => Step::PublishRefresh {
+            round,
+            outcome,
+            until,
+            then: Box::new(writes_to_cookies(ctx, jar, *then)),
+        },
         other => other,
     }
+}
+
+/// Splits off the releases of refresh claims: they stay store writes, which
+/// the host applies to the claim outside the cookie (see `refresh_lease`).
+fn take_releases(writes: Vec<StoreWrite>) -> (Vec<StoreWrite>, Vec<StoreWrite>) {
+    writes
+        .into_iter()
+        .partition(|w| matches!(w, StoreWrite::ReleaseRefresh { .. }))
 }
 
 /// `None` when the session does not fit in cookies.
@@ -218,11 +235,7 @@ fn cookie_headers<R: CryptoRngCore>(
 ) -> Option<Vec<(String, String)>> {
     let attrs = &ctx.config.cookies.attributes;
     // A browser holds one session: the last write is what it must end up with.
-    // A refresh claim lives outside the cookie (see `refresh_lease`) and lapses by itself.
-    let last = writes
-        .into_iter()
-        .rfind(|w| !matches!(w, StoreWrite::ReleaseRefresh { .. }));
-    let session = match last {
+    let session = match writes.into_iter().next_back() {
         None | Some(StoreWrite::ReleaseRefresh { .. }) => return Some(Vec::new()),
         Some(StoreWrite::Delete { .. }) => return Some(chunks::expire_headers(&jar.names, attrs)),
         // A cookie session exists as long as the browser sends it; one that

@@ -29,6 +29,7 @@ use crate::http::paths;
 use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
 use crate::session::buckets::IndexEntry;
+use crate::session::refresh_outcome::{RefreshOutcome, RefreshRound};
 use crate::session::{Session, SessionId, SessionKey};
 
 /// Everything a handler may consult besides the event itself.
@@ -88,22 +89,48 @@ pub enum Step {
     /// [`crate::session::once`]), then call [`RequestFlow::handle_once_recorded`].
     RecordOnce {
         key: String,
-        issued_at: u64,
         value: String,
+        /// The value is refused anyway after this: its entry may go then.
+        until: u64,
     },
     /// Mark the session as being refreshed until `until`, unless another worker
     /// already is or already has (its access token is no longer `access_token`),
-    /// then call [`RequestFlow::handle_refresh_claimed`].
+    /// then call [`RequestFlow::handle_refresh_claimed`]. A claim taken
+    /// withdraws the published outcome of an earlier, failed attempt at the
+    /// same round (see [`crate::session::refresh_outcome::withdraw`]), so that
+    /// the requests waiting on this attempt wait for it.
     ClaimRefresh {
         key: SessionKey,
         until: u64,
         access_token: String,
+    },
+    /// Another request is refreshing this session: hold this one until the
+    /// outcome of `round` is published (see [`crate::session::refresh_outcome`])
+    /// or the clock reaches `until`, then call
+    /// [`RequestFlow::handle_refresh_outcome`] (with `None` when the wait ran
+    /// out, or the host cannot hold the request). The steps that follow are
+    /// only a forward or an answer: no callout, no body.
+    AwaitRefresh { round: RefreshRound, until: u64 },
+    /// Publish how this request's refresh of `round` ended, kept until `until`
+    /// for the requests waiting on it, then perform `then`.
+    PublishRefresh {
+        round: RefreshRound,
+        outcome: RefreshOutcome,
+        until: u64,
+        then: Box<Step>,
     },
     /// Read the request body (at most `max_bytes`), then call [`RequestFlow::handle_body`].
     ReadBody { max_bytes: usize },
     /// Delete every session filed under these index entries, then call
     /// [`RequestFlow::handle_sessions_ended`].
     EndSessions { entries: Vec<IndexEntry> },
+    /// Cookie sessions only: add these entries to this replica's deny-list
+    /// until `until` (a logout: the browser may keep a copy of the cookie),
+    /// then call [`RequestFlow::handle_sessions_ended`] with how many were denied.
+    DenyCookieSession {
+        entries: Vec<IndexEntry>,
+        until: u64,
+    },
     /// Send this request, then call [`RequestFlow::handle_callout_response`].
     Callout(Callout),
     /// Read the cache entry stored under `key` (introspection results), then
@@ -225,11 +252,15 @@ enum Expect {
     DenyList(Box<cookie_store::Pending>),
     RefreshClaim(refresh::Refresh),
     RefreshResponse(refresh::Refresh),
+    AwaitRefresh(refresh::Refresh),
+    RefreshedAlready(refresh::Refresh),
     RefreshJwks(refresh::Refresh, TokenResponse),
     LogoutTokenBody,
     LogoutTokenJwks(String),
     LogoutTokenRecorded(backchannel::LogoutTarget),
     SessionsEnded,
+    LogoutDenied(Box<logout::Pending>),
+    LogoutRevoked(Box<logout::Pending>),
     LoginRecorded(callback::Callback),
     TokenResponse(callback::Callback),
     Jwks(callback::Callback, TokenResponse),
@@ -309,8 +340,8 @@ impl RequestFlow {
                 step
             }
             None if is_logout => {
-                let step = logout::logged_out(ctx, &request, None, None);
-                self.finish(ctx, step)
+                let next = logout::logged_out(ctx, &request, None, None);
+                self.finish_or(ctx, next)
             }
             None => {
                 let step = login::start_login(ctx, &request);
@@ -336,8 +367,8 @@ impl RequestFlow {
                 }
             },
             Expect::LogoutSession(request, key) => {
-                let step = logout::logged_out(ctx, &request, session, Some(key));
-                self.finish(ctx, step)
+                let next = logout::logged_out(ctx, &request, session, Some(key));
+                self.finish_or(ctx, next)
             }
             other => self.unexpected(ctx, other, "a session"),
         }
@@ -389,6 +420,25 @@ impl RequestFlow {
         }
     }
 
+    /// `outcome` is `None` when the wait ran out or the request could not be held.
+    pub fn handle_refresh_outcome<R: CryptoRngCore>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        outcome: Option<RefreshOutcome>,
+    ) -> Step {
+        match std::mem::take(&mut self.expect) {
+            Expect::AwaitRefresh(refresh) => {
+                let step = refresh::after_wait(ctx, refresh, outcome);
+                self.finish(ctx, step)
+            }
+            Expect::RefreshedAlready(refresh) => {
+                let next = refresh::unless_refreshed(ctx, refresh, outcome);
+                self.finish_or(ctx, next)
+            }
+            other => self.unexpected(ctx, other, "a refresh outcome"),
+        }
+    }
+
     /// `body` is `None` when it was larger than asked for.
     pub fn handle_body<R: CryptoRngCore>(
         &mut self,
@@ -411,6 +461,13 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::SessionsEnded => self.finish(ctx, backchannel::done(count)),
+            Expect::LogoutDenied(pending) => {
+                if count == 0 {
+                    log::error!("logout: the session could not be denied on this replica");
+                }
+                let next = logout::revoke_then_answer(*pending);
+                self.finish_or(ctx, next)
+            }
             other => self.unexpected(ctx, other, "ended sessions"),
         }
     }
@@ -432,6 +489,10 @@ impl RequestFlow {
             Expect::RefreshResponse(refresh) => {
                 let next = refresh::handle_response(ctx, refresh, outcome);
                 self.finish_or(ctx, next)
+            }
+            Expect::LogoutRevoked(pending) => {
+                let step = logout::revoked(*pending, outcome);
+                self.finish(ctx, step)
             }
             other => self.unexpected(ctx, other, "a callout response"),
         }
@@ -531,11 +592,15 @@ impl Expect {
             Expect::Introspection(_) => "Introspection",
             Expect::RefreshClaim(_) => "RefreshClaim",
             Expect::RefreshResponse(_) => "RefreshResponse",
+            Expect::AwaitRefresh(_) => "AwaitRefresh",
+            Expect::RefreshedAlready(_) => "RefreshedAlready",
             Expect::RefreshJwks(..) => "RefreshJwks",
             Expect::LogoutTokenBody => "LogoutTokenBody",
             Expect::LogoutTokenJwks(_) => "LogoutTokenJwks",
             Expect::LogoutTokenRecorded(_) => "LogoutTokenRecorded",
             Expect::SessionsEnded => "SessionsEnded",
+            Expect::LogoutDenied(_) => "LogoutDenied",
+            Expect::LogoutRevoked(_) => "LogoutRevoked",
             Expect::Finished => "Finished",
         }
     }

@@ -2,8 +2,11 @@
 //! at a time per session across all workers.
 //!
 //! The request that finds the access token (nearly) expired claims the refresh
-//! in the store; requests that lose the claim go on with the still-valid token
-//! or, when it already expired, are asked to retry in a second.
+//! in the store (the leader); requests that lose the claim (followers) go on
+//! with the still-valid token or, when it already expired, wait for the
+//! leader's outcome (see [`crate::session::refresh_outcome`]) and go on with
+//! the new tokens, or answer as the leader did. A follower waits at most as
+//! long as the leader's claim lasts.
 //!
 //! The provider may rotate the refresh token with every answer and refuse the
 //! old one from then on, so a refresh token it issued is never dropped, and the
@@ -15,10 +18,12 @@ use super::identity::{end_session, forward_with_session};
 use super::{
     respond, Callout, CalloutOutcome, Context, Expect, Next, RequestHead, Respond, Step, StoreWrite,
 };
+use crate::config::{Config, SessionStoreKind};
 use crate::http::pages;
 use crate::oidc::id_token::{verify_id_token, IdTokenError, IdTokenExpectations, NonceCheck};
 use crate::oidc::jwt::JwtError;
 use crate::oidc::token::{self, ClientCredentials, TokenError, TokenResponse};
+use crate::session::refresh_outcome::{RefreshOutcome, RefreshRound};
 use crate::session::{Session, SessionKey};
 
 /// A request waiting on its session's refresh.
@@ -36,12 +41,56 @@ pub(super) fn start<R: CryptoRngCore>(
     key: SessionKey,
 ) -> Next {
     if session.refresh_in_progress(ctx.now) {
-        return Next::Done(someone_else_refreshes(ctx, &request, &session, &key));
+        return someone_else_refreshes(
+            ctx,
+            Refresh {
+                request,
+                session,
+                key,
+            },
+        );
     }
-    // Long enough for the token callout and a keys refetch to time out and the
-    // answer to be stored: a lapsed claim would let another worker spend the
-    // refresh token this one already sent.
-    let until = ctx.now + 2 * ctx.config.callout_timeout_ms.div_ceil(1000) + 2;
+    if ctx.config.session.store == SessionStoreKind::Cookie {
+        // A cookie may still hold tokens a refresh already replaced (the
+        // browser sent it before the new one arrived): the outcome, if kept,
+        // has the session, and the cookie's refresh token may be spent.
+        let step = Step::AwaitRefresh {
+            round: RefreshRound::of(&key, &session.access_token),
+            until: ctx.now,
+        };
+        let refresh = Refresh {
+            request,
+            session,
+            key,
+        };
+        return Next::Wait(Box::new(Expect::RefreshedAlready(refresh)), step);
+    }
+    claim(ctx, request, session, key)
+}
+
+/// Unless the refresh already happened (or ended the session), a cookie
+/// session's refresh is claimed as usual.
+pub(super) fn unless_refreshed<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    refresh: Refresh,
+    outcome: Option<RefreshOutcome>,
+) -> Next {
+    match outcome {
+        // A failed refresh is retried by the next request.
+        None | Some(RefreshOutcome::Failed { .. }) => {
+            claim(ctx, refresh.request, refresh.session, refresh.key)
+        }
+        Some(outcome) => Next::Done(after_wait(ctx, refresh, Some(outcome))),
+    }
+}
+
+fn claim<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    request: RequestHead,
+    session: Session,
+    key: SessionKey,
+) -> Next {
+    let until = ctx.now + claim_seconds(ctx.config);
     let step = Step::ClaimRefresh {
         key: key.clone(),
         until,
@@ -63,12 +112,7 @@ pub(super) fn claimed<R: CryptoRngCore>(
     claimed: bool,
 ) -> Next {
     if !claimed {
-        return Next::Done(someone_else_refreshes(
-            ctx,
-            &refresh.request,
-            &refresh.session,
-            &refresh.key,
-        ));
+        return someone_else_refreshes(ctx, refresh);
     }
     let (Some(provider), Some(refresh_token)) =
         (ctx.provider, refresh.session.refresh_token.as_deref())
@@ -120,7 +164,7 @@ pub(super) fn handle_response<R: CryptoRngCore>(
                 }) if error == "invalid_grant" => {
                     // The provider ended the grant (revoked, expired, logged out): so does the session.
                     log::info!("refresh token refused (invalid_grant): session ended");
-                    return Next::Done(end_session(ctx, &refresh.request, refresh.key));
+                    return Next::Done(grant_ended(ctx, refresh));
                 }
                 Err(err) => {
                     log::warn!("token refresh refused: {err}");
@@ -175,7 +219,7 @@ pub(super) fn apply_tokens<R: CryptoRngCore>(
             }
             Ok(_) => {
                 log::warn!("refreshed ID token names another subject: session ended");
-                return Next::Done(end_session(ctx, &refresh.request, refresh.key));
+                return Next::Done(grant_ended(ctx, refresh));
             }
             Err(IdTokenError::Jwt(JwtError::UnknownKid(kid)))
                 if may_refetch_keys && provider.may_refetch_jwks_for(&kid, now) =>
@@ -214,32 +258,109 @@ pub(super) fn apply_tokens<R: CryptoRngCore>(
     session.last_seen = now;
     log::info!("session tokens refreshed");
 
-    let mut step = forward_with_session(ctx, &refresh.request, &session, &refresh.key);
+    let step = forward_refreshed(ctx, &refresh.request, &refresh.key, &session);
+    let outcome = RefreshOutcome::Refreshed {
+        session: Box::new(session),
+    };
+    Next::Done(publish(ctx, &refresh, outcome, step))
+}
+
+/// Forwards with the refreshed session and stores it (it replaces a touch,
+/// which for cookies would re-seal the old session).
+fn forward_refreshed<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    request: &RequestHead,
+    key: &SessionKey,
+    session: &Session,
+) -> Step {
+    let mut step = forward_with_session(ctx, request, session, key);
     if let Step::Forward(forward) = &mut step {
         forward
             .writes
             .retain(|w| !matches!(w, StoreWrite::Touch { .. }));
         forward.writes.push(StoreWrite::Update {
-            key: refresh.key,
-            session: Box::new(session),
+            key: key.clone(),
+            session: Box::new(session.clone()),
         });
     }
-    Next::Done(step)
+    step
 }
 
-/// Another request is refreshing this session.
-fn someone_else_refreshes<R: CryptoRngCore>(
-    ctx: &mut Context<'_, R>,
-    request: &RequestHead,
-    session: &Session,
-    key: &SessionKey,
+/// How long a claim holds: long enough for the token callout and a keys
+/// refetch to time out and the answer to be stored (a lapsed claim would let
+/// another worker spend the refresh token this one already sent). Followers
+/// wait no longer.
+fn claim_seconds(config: &Config) -> u64 {
+    2 * config.callout_timeout_ms.div_ceil(1000) + 2
+}
+
+/// The leader's answer, after its outcome is published for the followers.
+/// Kept twice as long as a claim: followers parked until the claim's end still
+/// find it, and so do cookie requests sent with the old cookie meanwhile.
+fn publish<R: CryptoRngCore>(
+    ctx: &Context<'_, R>,
+    refresh: &Refresh,
+    outcome: RefreshOutcome,
+    then: Step,
 ) -> Step {
-    if session.access_token_valid(ctx.now) {
-        return forward_with_session(ctx, request, session, key);
+    Step::PublishRefresh {
+        round: RefreshRound::of(&refresh.key, &refresh.session.access_token),
+        outcome,
+        until: ctx.now + 2 * claim_seconds(ctx.config),
+        then: Box::new(then),
     }
-    respond(pages::retry_soon_page(
-        "Your session is being renewed. This page reloads in a moment.",
-    ))
+}
+
+/// The provider ended the grant (or named another subject): so ends the session.
+fn grant_ended<R: CryptoRngCore>(ctx: &mut Context<'_, R>, refresh: Refresh) -> Step {
+    let step = end_session(ctx, &refresh.request, refresh.key.clone());
+    publish(ctx, &refresh, RefreshOutcome::Ended, step)
+}
+
+/// Another request is refreshing this session: go on with the still-valid
+/// token, or wait for the refresh.
+fn someone_else_refreshes<R: CryptoRngCore>(ctx: &mut Context<'_, R>, refresh: Refresh) -> Next {
+    if refresh.session.access_token_valid(ctx.now) {
+        return Next::Done(forward_with_session(
+            ctx,
+            &refresh.request,
+            &refresh.session,
+            &refresh.key,
+        ));
+    }
+    let step = Step::AwaitRefresh {
+        round: RefreshRound::of(&refresh.key, &refresh.session.access_token),
+        until: ctx.now + claim_seconds(ctx.config),
+    };
+    Next::Wait(Box::new(Expect::AwaitRefresh(refresh)), step)
+}
+
+/// A follower's answer once the leader's outcome is known (`None`: the wait
+/// ran out). Never a callout: the host may wake the follower from a context
+/// that cannot receive one. Followers write nothing of the claim: it is the
+/// leader's, or already a newer leader's.
+pub(super) fn after_wait<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    refresh: Refresh,
+    outcome: Option<RefreshOutcome>,
+) -> Step {
+    match outcome {
+        Some(RefreshOutcome::Refreshed { session }) => {
+            if ctx.config.session.store == SessionStoreKind::Cookie {
+                // The browser may keep this response's cookie rather than the
+                // leader's: it must hold the new tokens too.
+                forward_refreshed(ctx, &refresh.request, &refresh.key, &session)
+            } else {
+                // The leader stored it; writing it again could undo a later change.
+                forward_with_session(ctx, &refresh.request, &session, &refresh.key)
+            }
+        }
+        Some(RefreshOutcome::Failed { why }) => failure_answer(ctx, &refresh, &why),
+        Some(RefreshOutcome::Ended) => end_session(ctx, &refresh.request, refresh.key),
+        None => respond(pages::retry_soon_page(
+            "Your session is being renewed. This page reloads in a moment.",
+        )),
+    }
 }
 
 /// A refresh that failed for a reason that may pass: the still-valid token is
@@ -252,32 +373,46 @@ fn forward_or_fail<R: CryptoRngCore>(
     new_refresh_token: Option<String>,
     why: &str,
 ) -> Step {
-    let release = match new_refresh_token {
-        Some(refresh_token) => {
-            let mut session = refresh.session.clone();
-            session.refresh_token = Some(refresh_token);
-            session.refreshing_until = None;
-            StoreWrite::Update {
-                key: refresh.key.clone(),
-                session: Box::new(session),
-            }
-        }
-        None => StoreWrite::ReleaseRefresh {
+    let mut step = failure_answer(ctx, refresh, why);
+    let mut writes = Vec::new();
+    if let Some(refresh_token) = new_refresh_token {
+        let mut session = refresh.session.clone();
+        session.refresh_token = Some(refresh_token);
+        session.refreshing_until = None;
+        writes.push(StoreWrite::Update {
             key: refresh.key.clone(),
-        },
+            session: Box::new(session),
+        });
+    }
+    // Also for cookie sessions, whose claim lives outside the session.
+    writes.push(StoreWrite::ReleaseRefresh {
+        key: refresh.key.clone(),
+    });
+    match &mut step {
+        Step::Forward(forward) => forward.writes.extend(writes),
+        Step::Respond(respond) => respond.writes.extend(writes),
+        _ => {}
+    }
+    let outcome = RefreshOutcome::Failed {
+        why: why.to_string(),
     };
+    publish(ctx, refresh, outcome, step)
+}
+
+/// The still-valid token, or the error page that says `why`.
+fn failure_answer<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    refresh: &Refresh,
+    why: &str,
+) -> Step {
     if refresh.session.access_token_valid(ctx.now) {
-        let mut step = forward_with_session(ctx, &refresh.request, &refresh.session, &refresh.key);
-        if let Step::Forward(forward) = &mut step {
-            forward.writes.push(release);
-        }
-        return step;
+        return forward_with_session(ctx, &refresh.request, &refresh.session, &refresh.key);
     }
     let detail = format!(
         "Your session could not be renewed because {why}. Please reload the page to try again."
     );
     Step::Respond(Respond {
         response: pages::error_page(502, "Session could not be renewed", &detail),
-        writes: vec![release],
+        writes: Vec::new(),
     })
 }

@@ -15,6 +15,8 @@ use crate::oidc::discovery::ProviderMetadata;
 use crate::oidc::jwks::Jwks;
 use crate::session::buckets::IndexEntry;
 use crate::session::deny_list::{DenyList, DENY_LIST_KEY};
+use crate::session::refresh_outcome;
+use crate::session::shared_store::InMemory;
 use crate::session::Session;
 
 mod api;
@@ -103,6 +105,8 @@ struct Rp {
     ledger: HashMap<String, Vec<u8>>,
     /// The body the next `ReadBody` step reads.
     body: Option<Vec<u8>>,
+    /// Published refresh outcomes (shared data beside the session store).
+    outcomes: std::rc::Rc<InMemory>,
 }
 
 impl Rp {
@@ -120,6 +124,7 @@ impl Rp {
             store: HashMap::new(),
             ledger: HashMap::new(),
             body: None,
+            outcomes: Default::default(),
         }
     }
 
@@ -137,13 +142,34 @@ impl Rp {
         )
     }
 
-    /// Runs a request until it forwards, answers, or calls out; session and ledger
-    /// steps are answered from the in-memory store.
+    /// Runs a request until it forwards, answers, calls out, or waits for a
+    /// refresh that is not over; session and ledger steps are answered from
+    /// the in-memory store.
     fn run(&mut self, flow: &mut RequestFlow, first: Step) -> Step {
         let mut step = first;
         loop {
+            let outcomes = self.outcomes.clone();
             let (mut ctx, store, ledger) = self.ctx();
             step = match step {
+                Step::PublishRefresh {
+                    round,
+                    outcome,
+                    until,
+                    then,
+                } => {
+                    assert!(refresh_outcome::publish(
+                        &*outcomes, &round, &outcome, ctx.now, until
+                    ));
+                    *then
+                }
+                Step::AwaitRefresh { round, until } => {
+                    match refresh_outcome::read(&*outcomes, &round, ctx.now) {
+                        Some(outcome) => flow.handle_refresh_outcome(&mut ctx, Some(outcome)),
+                        None if ctx.now >= until => flow.handle_refresh_outcome(&mut ctx, None),
+                        // Parked: the test wakes it with `wake`.
+                        None => return Step::AwaitRefresh { round, until },
+                    }
+                }
                 Step::LoadSession { key } => {
                     let value = store.get(key.as_str()).and_then(|v| Session::decode(v));
                     flow.handle_session(&mut ctx, value)
@@ -160,7 +186,11 @@ impl Rp {
                     let value = store.get(&key).cloned();
                     flow.handle_deny_list(&mut ctx, value.as_deref())
                 }
-                Step::ClaimRefresh { key, until, .. } if cookie_store(&ctx) => {
+                Step::ClaimRefresh {
+                    key,
+                    until,
+                    access_token,
+                } if cookie_store(&ctx) => {
                     // As the host does for cookie sessions: a lease outside the session.
                     let lease = format!("lease/{}", key.as_str());
                     let free = store
@@ -169,6 +199,8 @@ impl Rp {
                         .is_none_or(|held| held <= ctx.now);
                     if free {
                         store.insert(lease, until.to_string().into_bytes());
+                        let round = refresh_outcome::RefreshRound::of(&key, &access_token);
+                        refresh_outcome::withdraw(&*outcomes, &round, ctx.now);
                     }
                     flow.handle_refresh_claimed(&mut ctx, free)
                 }
@@ -179,6 +211,17 @@ impl Rp {
                         .unwrap_or_default();
                     for entry in &entries {
                         list.insert(entry, ctx.now + 3600, ctx.now);
+                    }
+                    store.insert(DENY_LIST_KEY.to_string(), list.encode());
+                    flow.handle_sessions_ended(&mut ctx, entries.len())
+                }
+                Step::DenyCookieSession { entries, until } => {
+                    let mut list = store
+                        .get(DENY_LIST_KEY)
+                        .and_then(|v| DenyList::decode(v))
+                        .unwrap_or_default();
+                    for entry in &entries {
+                        list.insert(entry, until, ctx.now);
                     }
                     store.insert(DENY_LIST_KEY.to_string(), list.encode());
                     flow.handle_sessions_ended(&mut ctx, entries.len())
@@ -196,6 +239,8 @@ impl Rp {
                         {
                             session.refreshing_until = Some(until);
                             store.insert(key.as_str().to_string(), session.encode());
+                            let round = refresh_outcome::RefreshRound::of(&key, &access_token);
+                            refresh_outcome::withdraw(&*outcomes, &round, now);
                             true
                         }
                         _ => false,
@@ -225,15 +270,12 @@ impl Rp {
                     let (mut ctx, _, _) = self.ctx();
                     flow.handle_body(&mut ctx, body.as_deref())
                 }
-                Step::RecordOnce {
-                    key,
-                    issued_at,
-                    value,
-                } => {
+                Step::RecordOnce { key, value, until } => {
                     let first = match crate::session::once::mark(
                         ledger.get(&key).map(Vec::as_slice),
-                        issued_at,
                         &value,
+                        until,
+                        ctx.now,
                     ) {
                         crate::session::once::Mark::Record(v) => {
                             ledger.insert(key, v);
@@ -282,6 +324,24 @@ impl Rp {
         self.request(&mut flow, "GET", target, &[("cookie", cookie.as_bytes())])
     }
 
+    /// What the host does for a parked request on a tick: the outcome if it is
+    /// published, `None` once the wait ran out, else it stays parked.
+    fn wake(&mut self, flow: &mut RequestFlow, parked: &Step) -> Step {
+        let Step::AwaitRefresh { round, until } = parked else {
+            panic!("expected a request waiting on a refresh, got {parked:?}")
+        };
+        let outcome = refresh_outcome::read(&*self.outcomes, round, self.now);
+        if outcome.is_none() && self.now < *until {
+            return Step::AwaitRefresh {
+                round: round.clone(),
+                until: *until,
+            };
+        }
+        let (mut ctx, _, _) = self.ctx();
+        let step = flow.handle_refresh_outcome(&mut ctx, outcome);
+        self.run(flow, step)
+    }
+
     fn callout_response(&mut self, flow: &mut RequestFlow, status: u16, body: &str) -> Step {
         let (mut ctx, _, _) = self.ctx();
         let step = flow.handle_callout_response(
@@ -318,6 +378,8 @@ fn apply(store: &mut HashMap<String, Vec<u8>>, writes: Vec<StoreWrite>) {
                 }
             }
             StoreWrite::ReleaseRefresh { key } => {
+                // Cookie sessions: the lease beside the store, as the host keeps it.
+                store.remove(&format!("lease/{}", key.as_str()));
                 if let Some(mut session) = store.get(key.as_str()).and_then(|v| Session::decode(v))
                 {
                     session.refreshing_until = None;
@@ -900,6 +962,56 @@ fn logout_deletes_the_session_and_visits_the_end_session_endpoint() {
     assert_eq!(response(rp.get("/", &session)).status, 302);
 }
 
+fn with_revocation(rp: &mut Rp) {
+    if let Some(provider) = rp.provider.as_mut() {
+        provider.metadata.revocation_endpoint =
+            Some(Url::parse("https://idp.example/revoke").unwrap());
+    }
+}
+
+/// The logout's revocation callout: its form, then the answer after it.
+fn logout_revoking(rp: &mut Rp, cookie: &str, revoked: &str) -> LocalResponse {
+    let mut flow = RequestFlow::new();
+    let step = rp.request(
+        &mut flow,
+        "GET",
+        "/oauth2/logout",
+        &[("cookie", cookie.as_bytes())],
+    );
+    let Step::Callout(callout) = step else {
+        panic!("expected the revocation callout, got {step:?}")
+    };
+    assert_eq!(callout.path, "/revoke");
+    assert_eq!(callout.method, "POST");
+    assert_eq!(
+        String::from_utf8(callout.body).unwrap(),
+        format!("token={revoked}&token_type_hint=refresh_token")
+    );
+    assert!(callout
+        .headers
+        .iter()
+        .any(|(n, v)| n == "authorization" && v.starts_with("Basic ")));
+    response(rp.callout_response(&mut flow, 503, ""))
+}
+
+#[test]
+fn logout_revokes_the_refresh_token_when_the_provider_has_a_revocation_endpoint() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    with_revocation(&mut rp);
+    let (_, session) = complete_login(&mut rp, &idp, "/");
+    let page = logout_revoking(&mut rp, &session, "rt-1");
+    assert_eq!(
+        page.status, 302,
+        "a failed revocation does not keep the user in"
+    );
+    assert!(header(&page, "location")
+        .unwrap()
+        .starts_with("https://idp.example/session/end?"));
+    assert!(rp.store.is_empty());
+    assert_eq!(response(rp.get("/", &session)).status, 302);
+}
+
 #[test]
 fn parallel_logins_each_complete() {
     let idp = Idp::new(1, "k1");
@@ -1050,6 +1162,7 @@ fn a_failed_refresh_keeps_a_valid_token_and_the_session() {
     let _ = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
     let (mut ctx, _, _) = rp.ctx();
     let step = flow.handle_callout_response(&mut ctx, CalloutOutcome::Failed("timeout".into()));
+    let step = rp.run(&mut flow, step);
     assert_eq!(
         authorization(&step),
         Some("Bearer at-rt-1"),
@@ -1069,18 +1182,135 @@ fn a_failed_refresh_keeps_a_valid_token_and_the_session() {
     assert_eq!(rp.store.len(), 1, "the session survives for a retry");
 }
 
+/// A session whose access token has expired, a leader refreshing it (its
+/// callout out) and a follower waiting for it.
+fn leader_and_follower(rp: &mut Rp, idp: &Idp) -> (String, RequestFlow, RequestFlow, Step) {
+    let session = login_with_expiry(rp, idp, 300);
+    rp.now += 301;
+    let mut leader = RequestFlow::new();
+    let first = rp.request(&mut leader, "GET", "/", &[("cookie", session.as_bytes())]);
+    assert!(matches!(first, Step::Callout(_)), "{first:?}");
+    let mut follower = RequestFlow::new();
+    let parked = rp.request(&mut follower, "GET", "/", &[("cookie", session.as_bytes())]);
+    assert!(
+        matches!(parked, Step::AwaitRefresh { until, .. } if until == rp.now + 12),
+        "the follower waits as long as the claim holds (twice the callout timeout of 5 s, + 2 s): {parked:?}"
+    );
+    (session, leader, follower, parked)
+}
+
 #[test]
-fn an_expired_token_waits_for_another_workers_refresh() {
+fn an_expired_token_waits_for_the_leaders_refresh_and_goes_on_with_the_new_token() {
     let idp = Idp::new(1, "k1");
     let mut rp = Rp::new(&idp);
-    let session = login_with_expiry(&mut rp, &idp, 300);
-    rp.now += 301;
-    let mut flow = RequestFlow::new();
-    let first = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
-    assert!(matches!(first, Step::Callout(_)));
-    let waiting = response(rp.get("/", &session));
-    assert_eq!(waiting.status, 503);
-    assert_eq!(header(&waiting, "retry-after"), Some("1"));
+    let (_, mut leader, mut follower, parked) = leader_and_follower(&mut rp, &idp);
+    rp.now += 1;
+    assert!(
+        matches!(rp.wake(&mut follower, &parked), Step::AwaitRefresh { .. }),
+        "still under way: still waiting"
+    );
+
+    let body = short_lived_token_body(
+        &idp.id_token(refreshed_claims("alice", rp.now)),
+        "rt-2",
+        300,
+    );
+    let step = rp.callout_response(&mut leader, 200, &body);
+    assert_eq!(authorization(&step), Some("Bearer at-rt-2"));
+    let stored = stored_session(&rp);
+
+    let step = rp.wake(&mut follower, &parked);
+    assert_eq!(authorization(&step), Some("Bearer at-rt-2"));
+    let Step::Forward(forward) = &step else {
+        unreachable!()
+    };
+    assert!(
+        forward.response_headers.is_empty(),
+        "no cookie: the shared-data session keeps its id"
+    );
+    assert!(
+        stored_session(&rp) == stored,
+        "the follower does not write the session again"
+    );
+}
+
+#[test]
+fn a_failed_refresh_gives_the_waiting_requests_the_leaders_answer() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let (_, mut leader, mut follower, parked) = leader_and_follower(&mut rp, &idp);
+    let leaders = response(rp.callout_response(&mut leader, 503, "unavailable"));
+    assert_eq!(leaders.status, 502);
+    let followers = response(rp.wake(&mut follower, &parked));
+    assert_eq!(followers.status, leaders.status);
+    assert_eq!(followers.body, leaders.body);
+    let kept = stored_session(&rp);
+    assert!(!kept.refresh_in_progress(rp.now), "free for a retry");
+}
+
+#[test]
+fn a_retry_of_a_failed_refresh_is_waited_for_by_those_still_waiting() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let (session, mut leader, mut follower, parked) = leader_and_follower(&mut rp, &idp);
+    assert_eq!(
+        response(rp.callout_response(&mut leader, 503, "unavailable")).status,
+        502
+    );
+    // Before the follower learnt of the failure, a new request retries ...
+    let mut retry = RequestFlow::new();
+    let step = rp.request(&mut retry, "GET", "/", &[("cookie", session.as_bytes())]);
+    assert!(matches!(step, Step::Callout(_)), "{step:?}");
+    // ... and the follower waits for that attempt instead.
+    assert!(matches!(
+        rp.wake(&mut follower, &parked),
+        Step::AwaitRefresh { .. }
+    ));
+    let body = short_lived_token_body(
+        &idp.id_token(refreshed_claims("alice", rp.now)),
+        "rt-2",
+        300,
+    );
+    assert_eq!(
+        authorization(&rp.callout_response(&mut retry, 200, &body)),
+        Some("Bearer at-rt-2")
+    );
+    assert_eq!(
+        authorization(&rp.wake(&mut follower, &parked)),
+        Some("Bearer at-rt-2")
+    );
+}
+
+#[test]
+fn a_refused_refresh_sends_the_waiting_requests_to_log_in() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let (_, mut leader, mut follower, parked) = leader_and_follower(&mut rp, &idp);
+    let leaders = response(rp.callout_response(&mut leader, 400, r#"{"error":"invalid_grant"}"#));
+    assert_eq!(leaders.status, 302);
+    let followers = response(rp.wake(&mut follower, &parked));
+    assert_eq!(followers.status, 302, "a browser logs in again");
+    assert!(header(&followers, "location")
+        .unwrap()
+        .starts_with("https://idp.example/auth?"));
+    assert_ne!(
+        header(&followers, "location"),
+        header(&leaders, "location"),
+        "a login of its own"
+    );
+    assert!(rp.store.is_empty());
+}
+
+#[test]
+fn a_wait_that_runs_out_asks_to_retry() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let (_, _leader, mut follower, parked) = leader_and_follower(&mut rp, &idp);
+    // The leader never answers (its client went away, its callout was cancelled).
+    rp.now += 12;
+    let page = response(rp.wake(&mut follower, &parked));
+    assert_eq!(page.status, 503);
+    assert_eq!(header(&page, "retry-after"), Some("1"));
 }
 
 #[test]

@@ -1,30 +1,43 @@
 //! The HTTP context: runs one request's [`RequestFlow`] and performs its steps.
 
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
+use super::etcd_store;
 use super::provider_fetch;
 use super::root::Shared;
 use super::store::{self, HostSharedData};
 use crate::config::SessionStoreKind;
-use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
+use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step, StoreWrite};
 use crate::http::{cache_control, pages};
 use crate::provider::Provider;
+use crate::session::refresh_outcome::{self, RefreshOutcome, RefreshRound};
 use crate::session::{deny_list, refresh_lease, shared_store};
 
 /// What a callout in flight is for.
-enum Waiting {
+pub(super) enum Waiting {
     Nothing,
     Flow(u32),
     Jwks(u32, String),
+    Etcd(u32),
 }
 
 pub struct Filter {
-    shared: Rc<Shared>,
+    pub(super) shared: Rc<Shared>,
+    /// The host's id of this request's context, and this filter as the
+    /// waiter list holds it (see [`super::waiters`]).
+    context_id: u32,
+    me: Weak<RefCell<Filter>>,
+    /// Driven from the root context's tick, which cannot receive a callout's
+    /// answer for this request.
+    waking: bool,
     flow: RequestFlow,
-    waiting: Waiting,
+    pub(super) waiting: Waiting,
+    /// The etcd store's state for this request (see [`super::etcd_store`]).
+    pub(super) etcd: etcd_store::PerRequest,
     /// Paused and not yet resumed: the request continues through
     /// `resume_http_request`, and its body is held until then (also after a
     /// local reply).
@@ -38,11 +51,22 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(shared: Rc<Shared>) -> Filter {
+    /// The filter of a new request, owned through the handle the SDK gets.
+    pub fn handle(shared: Rc<Shared>, context_id: u32) -> FilterHandle {
+        FilterHandle(Rc::new_cyclic(|me| {
+            RefCell::new(Filter::new(shared, context_id, me.clone()))
+        }))
+    }
+
+    fn new(shared: Rc<Shared>, context_id: u32, me: Weak<RefCell<Filter>>) -> Filter {
         Filter {
             shared,
+            context_id,
+            me,
+            waking: false,
             flow: RequestFlow::new(),
             waiting: Waiting::Nothing,
+            etcd: Default::default(),
             paused: false,
             response_headers: Vec::new(),
             headers_only: false,
@@ -65,7 +89,7 @@ impl Filter {
     }
 
     /// Runs `event` against the flow with a fresh context.
-    fn with_context(
+    pub(super) fn with_context(
         &mut self,
         event: impl FnOnce(&mut RequestFlow, &mut flow::Context<'_, rand_core::OsRng>) -> Step,
     ) -> Step {
@@ -94,10 +118,63 @@ impl Filter {
         event(&mut self.flow, &mut ctx)
     }
 
+    /// The refresh this request waited on ended (`None`: the wait ran out).
+    /// Called from the root context's tick with this request's context made
+    /// effective.
+    pub fn wake(&mut self, outcome: Option<RefreshOutcome>) {
+        self.waking = true;
+        let step = self.with_context(|flow, ctx| flow.handle_refresh_outcome(ctx, outcome));
+        self.drive(step);
+        self.waking = false;
+    }
+
     /// Performs steps until the flow forwards, answers, or waits for a callout.
     fn drive(&mut self, mut step: Step) -> Action {
         loop {
+            if self.waking && needs_own_event(&step) {
+                // The flow never asks this after a wait; should it, answer
+                // rather than leave the request hanging.
+                log::error!("a woken request cannot wait for another event: answering 503");
+                step = Step::Respond(flow::Respond {
+                    response: pages::retry_soon_page(
+                        "Your session is being renewed. This page reloads in a moment.",
+                    ),
+                    writes: Vec::new(),
+                });
+            }
+            step = match self.etcd_intercept(step) {
+                etcd_store::Intercept::Wait(action) => return action,
+                etcd_store::Intercept::Again(next) => {
+                    step = next;
+                    continue;
+                }
+                etcd_store::Intercept::Pass(step) => step,
+            };
             step = match step {
+                Step::AwaitRefresh { round, until } => {
+                    let now = super::now(self);
+                    let outcome = refresh_outcome::read(&HostSharedData, &round, now);
+                    let parked = outcome.is_none()
+                        && now < until
+                        && self
+                            .shared
+                            .waiters
+                            .park(self.context_id, self.me.clone(), round, until);
+                    if parked {
+                        return self.pause();
+                    }
+                    self.with_context(|flow, ctx| flow.handle_refresh_outcome(ctx, outcome))
+                }
+                Step::PublishRefresh {
+                    round,
+                    outcome,
+                    until,
+                    then,
+                } => {
+                    let now = super::now(self);
+                    refresh_outcome::publish(&HostSharedData, &round, &outcome, now, until);
+                    *then
+                }
                 Step::LoadSession { key } => {
                     let value = self.shared.store.load(&key);
                     self.with_context(|flow, ctx| flow.handle_session(ctx, value))
@@ -116,13 +193,10 @@ impl Filter {
                     let (value, _) = store::get(&key);
                     self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
                 }
-                Step::RecordOnce {
-                    key,
-                    issued_at,
-                    value,
-                } => {
+                Step::RecordOnce { key, value, until } => {
+                    let now = super::now(self);
                     let first_use =
-                        shared_store::record_once(&HostSharedData, &key, issued_at, &value);
+                        shared_store::record_once(&HostSharedData, &key, &value, until, now);
                     self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use))
                 }
                 Step::ClaimRefresh {
@@ -138,6 +212,10 @@ impl Filter {
                             .store
                             .claim_refresh(&key, now, until, &access_token)
                     };
+                    if claimed {
+                        let round = RefreshRound::of(&key, &access_token);
+                        refresh_outcome::withdraw(&HostSharedData, &round, now);
+                    }
                     self.with_context(|flow, ctx| flow.handle_refresh_claimed(ctx, claimed))
                 }
                 Step::EndSessions { entries } => {
@@ -155,6 +233,15 @@ impl Filter {
                     };
                     self.shared.metrics.backchannel_ended(ended);
                     self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, ended))
+                }
+                Step::DenyCookieSession { entries, until } => {
+                    let now = super::now(self);
+                    let denied = if deny_list::record(&HostSharedData, &entries, until, now) {
+                        entries.len()
+                    } else {
+                        0
+                    };
+                    self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, denied))
                 }
                 Step::ReadBody { max_bytes } => {
                     if self.headers_only {
@@ -197,8 +284,7 @@ impl Filter {
                     }
                 }
                 Step::Forward(forward) => {
-                    let changes = self.shared.store.apply(forward.writes);
-                    self.shared.metrics.record(&changes);
+                    self.apply(forward.writes);
                     for name in &forward.remove_headers {
                         self.set_http_request_header(name, None);
                     }
@@ -220,8 +306,7 @@ impl Filter {
                     return Action::Continue;
                 }
                 Step::Respond(respond) => {
-                    let changes = self.shared.store.apply(respond.writes);
-                    self.shared.metrics.record(&changes);
+                    self.apply(respond.writes);
                     let response = respond.response;
                     let headers: Vec<(&str, &str)> = response
                         .headers
@@ -239,14 +324,41 @@ impl Filter {
         }
     }
 
+    /// Store writes a request finishes with. Cookie sessions were written
+    /// into cookies already; what is left is a refresh claim to release.
+    fn apply(&self, writes: Vec<StoreWrite>) {
+        if self.cookie_sessions() {
+            for write in writes {
+                if let StoreWrite::ReleaseRefresh { key } = write {
+                    refresh_lease::release(&HostSharedData, &key);
+                }
+            }
+            return;
+        }
+        let changes = self.shared.store.apply(writes);
+        self.shared.metrics.record(&changes);
+    }
+
     fn cookie_sessions(&self) -> bool {
         self.shared.config.session.store == SessionStoreKind::Cookie
     }
 
-    fn pause(&mut self) -> Action {
+    pub(super) fn pause(&mut self) -> Action {
         self.paused = true;
         Action::Pause
     }
+}
+
+/// Steps answered by a later host event for this very context (a callout's
+/// answer, body chunks, a tick's wake-up).
+fn needs_own_event(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::Callout(_)
+            | Step::RefetchJwks { .. }
+            | Step::ReadBody { .. }
+            | Step::AwaitRefresh { .. }
+    )
 }
 
 fn internal_error() -> Step {
@@ -273,13 +385,20 @@ impl Context for Filter {
             Waiting::Flow(expected) if expected == token => {
                 self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
             }
+            Waiting::Etcd(expected) if expected == token => match self.etcd_on_response(outcome) {
+                Some(step) => step,
+                None => return,
+            },
             Waiting::Jwks(expected, kid) if expected == token => {
                 let now = super::now(self);
                 let stored = provider_fetch::expect_ok(outcome, "JWKS refetch")
                     .and_then(|body| provider_fetch::store_refetched_jwks(&kid, now, &body));
                 match stored {
                     Ok(()) => self.shared.provider.borrow_mut().reload(now),
-                    Err(reason) => log::warn!("keys could not be refetched: {reason}"),
+                    Err(reason) => {
+                        self.shared.metrics.metadata_fetch_failed();
+                        log::warn!("keys could not be refetched: {reason}");
+                    }
                 }
                 self.with_context(|flow, ctx| flow.handle_jwks_refreshed(ctx))
             }
@@ -340,7 +459,49 @@ impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.headers_only = end_of_stream;
         let request = self.read_request();
+        self.etcd_note_request(&request);
         let step = self.with_context(|flow, ctx| flow.handle_request(ctx, request));
         self.drive(step)
+    }
+}
+
+/// What the SDK holds for a request: the filter, shared with the waiter list
+/// (which keeps only a weak reference, so the filter goes when the SDK drops
+/// this at the end of the request). Events go straight through; the host never
+/// delivers one while another is running (it defers what a call triggers to
+/// after the call), so the filter is never borrowed twice.
+pub struct FilterHandle(Rc<RefCell<Filter>>);
+
+impl Context for FilterHandle {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        trailers: usize,
+    ) {
+        self.0
+            .borrow_mut()
+            .on_http_call_response(token, num_headers, body_size, trailers);
+    }
+}
+
+impl HttpContext for FilterHandle {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.0
+            .borrow_mut()
+            .on_http_request_headers(num_headers, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.0
+            .borrow_mut()
+            .on_http_request_body(body_size, end_of_stream)
+    }
+
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.0
+            .borrow_mut()
+            .on_http_response_headers(num_headers, end_of_stream)
     }
 }

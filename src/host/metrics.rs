@@ -13,6 +13,7 @@ pub struct Metrics {
     sessions_evicted: Option<u32>,
     sessions_live: Option<u32>,
     backchannel_logouts: Option<u32>,
+    metadata_fetch_failures: Option<u32>,
 }
 
 fn define(kind: MetricType, name: &str) -> Option<u32> {
@@ -44,6 +45,10 @@ impl Metrics {
                 MetricType::Counter,
                 "oidc_filter.backchannel_logout_sessions_ended",
             ),
+            metadata_fetch_failures: define(
+                MetricType::Counter,
+                "oidc_filter.metadata_fetch_failures",
+            ),
         }
     }
 
@@ -51,6 +56,11 @@ impl Metrics {
         add(self.sessions_created, changes.created);
         add(self.sessions_expired, changes.expired);
         add(self.sessions_evicted, changes.evicted);
+    }
+
+    /// A discovery or JWKS fetch failed (scheduled, or a refetch for an unknown key).
+    pub fn metadata_fetch_failed(&self) {
+        add(self.metadata_fetch_failures, 1);
     }
 
     pub fn backchannel_ended(&self, n: usize) {

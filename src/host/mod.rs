@@ -1,18 +1,20 @@
 //! proxy-wasm glue: translates host events into calls of the core and the
 //! core's steps into host calls. No decisions are made here.
 
+mod etcd_store;
 mod filter;
 mod metrics;
 mod provider_fetch;
 mod root;
 mod store;
+mod waiters;
 
 use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::Root::default())
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::Root::new(context_id))
     });
 }}
 

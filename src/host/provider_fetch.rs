@@ -6,6 +6,7 @@ use std::time::Duration;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::Status;
 
+use super::metrics::Metrics;
 use super::store;
 use crate::config::Config;
 use crate::flow::{Callout, CalloutOutcome};
@@ -72,7 +73,8 @@ pub fn claim_fetch(now: u64, lease_seconds: u64) -> bool {
     }
 }
 
-pub fn record_failure(now: u64, what: &str) {
+pub fn record_failure(metrics: &Metrics, now: u64, what: &str) {
+    metrics.metadata_fetch_failed();
     let (value, _) = store::get(STATUS_KEY);
     let status = value
         .as_deref()

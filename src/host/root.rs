@@ -11,6 +11,7 @@ use super::filter::Filter;
 use super::metrics::Metrics;
 use super::provider_fetch::{self, ProviderCache};
 use super::store::{HostSharedData, ProcessKeys};
+use super::waiters::Waiters;
 use crate::config::Config;
 use crate::oidc::discovery::{self, ProviderMetadata};
 use crate::oidc::jwks::Jwks;
@@ -23,6 +24,10 @@ pub struct Shared {
     pub store: SessionStore<HostSharedData>,
     pub process_keys: ProcessKeys,
     pub metrics: Metrics,
+    /// Requests of this VM waiting on a session's refresh.
+    pub waiters: Waiters,
+    /// Set with the etcd session store.
+    pub etcd: Option<super::etcd_store::EtcdShared>,
 }
 
 enum Fetching {
@@ -30,10 +35,18 @@ enum Fetching {
     Jwks(u32, Box<ProviderMetadata>),
 }
 
-#[derive(Default)]
+/// Ticks this often, so that requests waiting on a refresh go on soon after
+/// it ends (see [`super::waiters`]); set once, since Kong's engine traps on a
+/// second `set_tick_period`.
+const TICK: Duration = Duration::from_millis(100);
+
 pub struct Root {
+    context_id: u32,
     shared: Option<Rc<Shared>>,
     fetching: Option<Fetching>,
+    /// The second of the last background work: fetches and sweeps run once a
+    /// second, whatever the tick.
+    background_at: u64,
 }
 
 impl Context for Root {
@@ -61,7 +74,7 @@ impl Context for Root {
                 });
                 match metadata {
                     Ok(metadata) => self.fetch_jwks(&shared, now, metadata),
-                    Err(reason) => provider_fetch::record_failure(now, &reason),
+                    Err(reason) => provider_fetch::record_failure(&shared.metrics, now, &reason),
                 }
             }
             Some(Fetching::Jwks(expected, metadata)) if expected == token => {
@@ -74,7 +87,7 @@ impl Context for Root {
                         provider_fetch::record_success(&shared.config, now, *metadata, jwks);
                         shared.provider.borrow_mut().reload(now);
                     }
-                    Err(reason) => provider_fetch::record_failure(now, &reason),
+                    Err(reason) => provider_fetch::record_failure(&shared.metrics, now, &reason),
                 }
             }
             other => self.fetching = other,
@@ -83,13 +96,24 @@ impl Context for Root {
 }
 
 impl Root {
+    pub fn new(context_id: u32) -> Root {
+        Root {
+            context_id,
+            shared: None,
+            fetching: None,
+            background_at: 0,
+        }
+    }
+
     fn fetch_jwks(&mut self, shared: &Shared, now: u64, metadata: ProviderMetadata) {
         let callout = provider_fetch::jwks_callout(&shared.config, &metadata);
         match provider_fetch::dispatch(self, &callout) {
             Ok(token) => self.fetching = Some(Fetching::Jwks(token, Box::new(metadata))),
-            Err(status) => {
-                provider_fetch::record_failure(now, &format!("JWKS callout not sent: {status:?}"))
-            }
+            Err(status) => provider_fetch::record_failure(
+                &shared.metrics,
+                now,
+                &format!("JWKS callout not sent: {status:?}"),
+            ),
         }
     }
 }
@@ -106,19 +130,26 @@ impl RootContext for Root {
                     idle_timeout: config.session.idle_timeout,
                     absolute_timeout: config.session.absolute_timeout,
                     max_sessions: config.session.max_sessions,
+                    max_sessions_per_subject: config.session.max_sessions_per_subject,
                     sweeper_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
                     sweep_seen: Default::default(),
                 };
+                let etcd = super::etcd_store::EtcdShared::new(&config);
                 self.shared = Some(Rc::new(Shared {
+                    etcd,
                     config,
                     provider: RefCell::new(ProviderCache::default()),
                     store,
                     process_keys: ProcessKeys::default(),
                     metrics: Metrics::define(),
+                    waiters: Waiters::default(),
                 }));
+                // On Envoy the first on_configure runs in the canary VM, before
+                // any worker: the one key that must exist before workers race.
+                crate::session::first_write::create_lock(&HostSharedData);
                 // Fetches start from the first tick: a callout made here would die
                 // with the short-lived canary VM that runs on_configure.
-                self.set_tick_period(Duration::from_secs(1));
+                self.set_tick_period(TICK);
                 true
             }
             Err(err) => {
@@ -133,7 +164,28 @@ impl RootContext for Root {
             return;
         };
         let now = super::now(self);
-        sweep_if_due(&shared, now);
+        if now != self.background_at {
+            self.background_at = now;
+            self.background(&shared, now);
+        }
+        shared.waiters.wake_ready(self.context_id, now);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let shared = self.shared.clone()?;
+        Some(Box::new(Filter::handle(shared, context_id)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl Root {
+    /// Once a second on every VM: the sweep's slice, and the metadata fetch
+    /// when it is due (one VM takes it).
+    fn background(&mut self, shared: &Shared, now: u64) {
+        sweep_if_due(shared, now);
         if self.fetching.is_some() {
             return;
         }
@@ -145,25 +197,17 @@ impl RootContext for Root {
         match provider_fetch::dispatch(self, &callout) {
             Ok(token) => self.fetching = Some(Fetching::Discovery(token)),
             Err(status) => provider_fetch::record_failure(
+                &shared.metrics,
                 now,
                 &format!("discovery callout not sent: {status:?}"),
             ),
         }
     }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Filter::new(shared)))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
 
 /// Workers take turns sweeping a slice of the store each tick.
 fn sweep_if_due(shared: &Shared, now: u64) {
-    if shared.config.session.store == crate::config::SessionStoreKind::Cookie {
+    if shared.config.session.store != crate::config::SessionStoreKind::SharedData {
         return; // nothing of cookie sessions lives in shared data but the bounded deny-list
     }
     if let Some(changes) = shared

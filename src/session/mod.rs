@@ -5,9 +5,12 @@ pub mod buckets;
 pub mod chunks;
 pub mod cookie_codec;
 pub mod deny_list;
+pub mod etcd;
+pub mod first_write;
 pub mod login;
 pub mod once;
 pub mod refresh_lease;
+pub mod refresh_outcome;
 pub mod shared_store;
 
 use serde::{Deserialize, Serialize};

@@ -4,10 +4,12 @@
 //! session has no stored copy, so the claim goes to one of a fixed set of
 //! shared-data slots instead (shared-data keys never go away, so one key per
 //! session would grow without bound). Other replicas cannot see the claim:
-//! with the cookie store, single flight is per replica.
+//! with the cookie store, single flight is per replica. A failed refresh
+//! releases its claim, so the next request retries at once.
 
 use serde::{Deserialize, Serialize};
 
+use super::first_write::ensure_exists;
 use super::shared_store::{SharedData, WriteError};
 use super::SessionKey;
 
@@ -36,11 +38,13 @@ pub fn claim(data: &impl SharedData, key: &SessionKey, now: u64, until: u64) -> 
     let slot = slot_key(key);
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = data.get(&slot);
-        if bytes.is_none() && cas.is_none() {
+        let Some(cas) = cas else {
             // Compare-and-swap on an absent key always succeeds: create it first.
-            let _ = data.set(&slot, b"{\"claims\":[]}", None);
+            if !ensure_exists(data, &slot) {
+                return false;
+            }
             continue;
-        }
+        };
         let mut state: Slot = bytes
             .as_deref()
             .and_then(|b| serde_json::from_slice(b).ok())
@@ -52,7 +56,7 @@ pub fn claim(data: &impl SharedData, key: &SessionKey, now: u64, until: u64) -> 
         }
         state.claims.push((key.as_str().to_string(), until));
         let encoded = serde_json::to_vec(&state).unwrap_or_default();
-        match data.set(&slot, &encoded, cas) {
+        match data.set(&slot, &encoded, Some(cas)) {
             Ok(()) => return true,
             Err(WriteError::CasMismatch) => continue,
             Err(WriteError::Failed(reason)) => {
@@ -62,6 +66,35 @@ pub fn claim(data: &impl SharedData, key: &SessionKey, now: u64, until: u64) -> 
         }
     }
     false
+}
+
+/// Gives up the claim on `key` (the refresh failed): the next request retries
+/// at once instead of waiting for the claim to lapse.
+pub fn release(data: &impl SharedData, key: &SessionKey) {
+    let slot = slot_key(key);
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = data.get(&slot);
+        let Some(mut state) = bytes
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Slot>(b).ok())
+        else {
+            return;
+        };
+        let before = state.claims.len();
+        state.claims.retain(|(k, _)| k != key.as_str());
+        if state.claims.len() == before {
+            return;
+        }
+        let encoded = serde_json::to_vec(&state).unwrap_or_default();
+        match data.set(&slot, &encoded, cas) {
+            Ok(()) => return,
+            Err(WriteError::CasMismatch) => continue,
+            Err(WriteError::Failed(reason)) => {
+                log::error!("refresh claim release failed: {reason}");
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -83,6 +116,17 @@ mod tests {
     }
 
     #[test]
+    fn a_released_claim_can_be_taken_again_at_once() {
+        let data = InMemory::default();
+        assert!(claim(&data, &key("a"), 100, 107));
+        assert!(claim(&data, &key("b"), 100, 107));
+        release(&data, &key("a"));
+        assert!(claim(&data, &key("a"), 101, 108));
+        assert!(!claim(&data, &key("b"), 101, 108), "only that claim went");
+        release(&data, &key("c")); // never claimed: nothing to do
+    }
+
+    #[test]
     fn the_slots_are_bounded() {
         let data = InMemory::default();
         let claimed = (0..10_000)
@@ -90,7 +134,10 @@ mod tests {
             .count();
         assert!(claimed <= SLOTS as usize * MAX_PER_SLOT);
         assert!(claimed > SLOTS as usize * MAX_PER_SLOT / 2);
-        assert!(data.keys() <= SLOTS as usize);
+        assert!(
+            data.keys() <= SLOTS as usize + 1,
+            "the slots and the creation lock"
+        );
         assert!(
             claim(&data, &key("session-0"), 107, 114),
             "all lapse together"

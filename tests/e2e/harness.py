@@ -148,7 +148,8 @@ class ManagedProcess:
         return self.proc.poll() is None
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # stopped processes closed their log
+            self._log.flush()
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:

@@ -22,7 +22,7 @@ from test_harness import jwt_claims
 OKTA_JSON = REPO / "deploy" / "providers" / "okta.json"
 # Access tokens live 30 s; the documented refresh margin (the default, 60 s) makes every
 # request after the login refresh, so rotation is exercised on each one.
-OKTA_IDP_ENV = {"IDP_PROFILE": "okta", "TTL_ACCESS_TOKEN": "30"}
+OKTA_IDP_ENV = {"IDP_PROFILE": "okta", "TTL_ACCESS_TOKEN": "8"}
 
 
 def okta_config(idp) -> dict:
@@ -103,11 +103,12 @@ def test_login_api_call_groups_refresh_and_logout(okta_gw, okta, browser):
     assert identity(api) == session_identity
     assert upstream_token(api) == token
 
-    # Refresh with rotation: each of these requests refreshes (30 s tokens, 60 s margin);
-    # a reused refresh token would revoke the grant and end the session.
+    # Refresh with rotation: each of these requests refreshes (8 s tokens; the 60 s margin is
+    # clamped to half the token's life); a reused refresh token would revoke the grant.
     before = okta.token_requests("refresh_token")
     seen = {token}
     for _ in range(3):
+        time.sleep(4.5)
         r = b.get(okta_gw.url("/admin/"))
         assert identity(r) == session_identity
         seen.add(upstream_token(r))

@@ -382,6 +382,33 @@ fn logout_expires_every_chunk_and_sends_the_id_token_hint() {
 }
 
 #[test]
+fn logout_denies_a_copy_of_the_cookie_here_and_revokes_its_refresh_token() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = cookie_rp(&idp);
+    with_revocation(&mut rp);
+    let mut jar = Jar::default();
+    login_with(&mut rp, &idp, &mut jar, serde_json::json!({}));
+    let copy = jar.clone();
+
+    let page = logout_revoking(&mut rp, &jar.header(), "rt-1");
+    assert_eq!(page.status, 302);
+    assert_eq!(expired_names(&page.headers), [BASE]);
+    jar.take(&page.headers);
+
+    let refused = response(visit(&mut rp, &copy, "/"));
+    assert_eq!(refused.status, 302, "the copied cookie starts a new login");
+    assert_eq!(expired_names(&refused.headers), [BASE]);
+
+    rp.now += 1;
+    let mut again = Jar::default();
+    login_with(&mut rp, &idp, &mut again, serde_json::json!({}));
+    assert!(
+        matches!(visit(&mut rp, &again, "/"), Step::Forward(_)),
+        "only that session is denied: the same user's next login works"
+    );
+}
+
+#[test]
 fn a_refresh_reissues_the_cookie_with_the_new_tokens() {
     let idp = Idp::new(1, "k1");
     let mut rp = Rp::with_config(
@@ -462,5 +489,97 @@ fn a_back_channel_logout_denies_the_cookie_session_on_this_replica() {
     assert!(
         matches!(visit(&mut rp, &fresh, "/"), Step::Forward(_)),
         "a login after the logout is not affected"
+    );
+}
+
+#[test]
+fn a_request_waiting_on_the_refresh_gets_the_new_session_in_its_cookie() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(
+        &idp,
+        r#", "session": {"store": "cookie", "idle_timeout_seconds": 7200, "absolute_timeout_seconds": 28800},
+        "cookie": {"keys": ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]}"#,
+    );
+    let mut jar = Jar::default();
+    login_with(&mut rp, &idp, &mut jar, serde_json::json!({}));
+    rp.now += 3601; // the access token (an hour) has expired; the session lives on
+    let request = |rp: &mut Rp, flow: &mut RequestFlow| {
+        rp.request(flow, "GET", "/", &[("cookie", jar.header().as_bytes())])
+    };
+    let mut leader = RequestFlow::new();
+    assert!(matches!(request(&mut rp, &mut leader), Step::Callout(_)));
+    let mut follower = RequestFlow::new();
+    let parked = request(&mut rp, &mut follower);
+    assert!(matches!(parked, Step::AwaitRefresh { .. }), "{parked:?}");
+
+    let body = serde_json::json!({
+        "access_token": "at-456", "token_type": "Bearer", "expires_in": 300,
+        "id_token": idp.id_token(refreshed_claims("alice", rp.now)), "refresh_token": "rt-2"
+    })
+    .to_string();
+    forwarded(rp.callout_response(&mut leader, 200, &body));
+
+    // The follower goes on with the new tokens and carries them home in its
+    // cookie: the browser may keep its response's cookie rather than the leader's.
+    let forward = forwarded(rp.wake(&mut follower, &parked));
+    assert!(forward
+        .set_headers
+        .contains(&("authorization".to_string(), "Bearer at-456".to_string())));
+    let mut followers_jar = jar.clone();
+    followers_jar.take(&forward.response_headers);
+    assert_ne!(
+        followers_jar.0[BASE], jar.0[BASE],
+        "the cookie is re-issued"
+    );
+    rp.now += 5;
+    let forward = forwarded(visit(&mut rp, &followers_jar, "/"));
+    assert!(forward
+        .set_headers
+        .contains(&("authorization".to_string(), "Bearer at-456".to_string())));
+
+    // A request still carrying the old cookie, while the claim holds, gets the
+    // new session too instead of a second refresh with the spent refresh token.
+    let mut late = RequestFlow::new();
+    let step = request(&mut rp, &mut late);
+    let forward = forwarded(step);
+    assert!(forward
+        .set_headers
+        .contains(&("authorization".to_string(), "Bearer at-456".to_string())));
+    // And after the claim (12 s) lapsed, while the outcome is kept.
+    rp.now += 12;
+    let mut later = RequestFlow::new();
+    let forward = forwarded(request(&mut rp, &mut later));
+    assert!(forward
+        .set_headers
+        .contains(&("authorization".to_string(), "Bearer at-456".to_string())));
+}
+
+#[test]
+fn a_failed_refresh_of_a_cookie_session_is_retried_by_the_next_request() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(
+        &idp,
+        r#", "session": {"store": "cookie", "idle_timeout_seconds": 7200, "absolute_timeout_seconds": 28800},
+        "cookie": {"keys": ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]}"#,
+    );
+    let mut jar = Jar::default();
+    login_with(&mut rp, &idp, &mut jar, serde_json::json!({}));
+    rp.now += 3601;
+    let cookie = jar.header();
+    let mut leader = RequestFlow::new();
+    let step = rp.request(&mut leader, "GET", "/", &[("cookie", cookie.as_bytes())]);
+    assert!(matches!(step, Step::Callout(_)), "{step:?}");
+    let page = response(rp.callout_response(&mut leader, 503, "unavailable"));
+    assert_eq!(page.status, 502);
+    assert!(
+        set_cookies(&page).is_empty(),
+        "the cookie stays: the session is kept"
+    );
+
+    let mut retry = RequestFlow::new();
+    let step = rp.request(&mut retry, "GET", "/", &[("cookie", cookie.as_bytes())]);
+    assert!(
+        matches!(step, Step::Callout(_)),
+        "the claim was released: {step:?}"
     );
 }

@@ -1,0 +1,298 @@
+"""The etcd session store (session.store "etcd") with a real 3-member etcd cluster on
+loopback and two Envoy processes in front of the same upstream: sessions are shared by the
+fleet, a back-channel logout at one replica ends the session at all, a refresh happens once
+across replicas, and the filter fails closed when etcd cannot answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from etcd_harness import EtcdCluster, etcd_gateway
+from harness import logged_in, wait_until
+
+SESSION_COOKIE = "__Host-oidc-session"
+BACKCHANNEL_PATH = "/oauth2/backchannel-logout"
+PREFIX = "oidc-test/"
+
+
+@pytest.fixture(scope="module")
+def etcd(workdir):
+    cluster = EtcdCluster(workdir, members=3)
+    try:
+        cluster.start()
+    except Exception:
+        print(cluster.log())
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+def session_cookie(b) -> str:
+    return f"{SESSION_COOKIE}={b.cookie(SESSION_COOKIE).value}"
+
+
+def user_at(b, gw, cookie: str, path: str = "/", **kw):
+    return b.get(gw.url(path), use_jar=False, headers={"Cookie": cookie, **kw.pop("headers", {})}, **kw)
+
+
+def upstream_user(r) -> str:
+    assert r.status == 200, r
+    return r.json()["headers"]["x-auth-request-user"]
+
+
+def is_login_redirect(r, idp) -> bool:
+    return r.status == 302 and (r.location or "").startswith(f"{idp.issuer}/auth?")
+
+
+def test_a_login_through_one_gateway_is_valid_at_the_other(etcd, gateway, browser):
+    a = etcd_gateway(gateway, etcd)
+    b_gw = etcd_gateway(gateway, etcd)
+    b = browser()
+    logged_in(b, a, "/", "alice")
+    cookie = session_cookie(b)
+    assert upstream_user(user_at(b, a, cookie)) == "alice"
+    assert upstream_user(user_at(b, b_gw, cookie)) == "alice"
+    created = "wasmcustom.oidc_filter.sessions_created"
+    assert a.stats(created).get(created) == 1
+    # The session lives in etcd under the prefix, with its sub index link.
+    keys = etcd.keys(PREFIX)
+    assert any(k.startswith(PREFIX + "s/") for k in keys), keys
+    assert any(k.startswith(PREFIX + "x/") for k in keys), keys
+    # An unknown cookie is not a session anywhere.
+    forged = f"{SESSION_COOKIE}={'A' * 43}"
+    assert is_login_redirect(user_at(b, b_gw, forged), gateway.idp)
+
+
+def access_token(r) -> str:
+    assert r.status == 200, r
+    return r.json()["headers"]["authorization"].removeprefix("Bearer ")
+
+
+def test_a_backchannel_logout_at_one_gateway_ends_the_session_at_the_other(etcd, idp_factory, gateway,
+                                                                           port_pool, browser):
+    from test_refresh_and_backchannel import end_idp_session
+
+    b_port = port_pool.take()
+    provider = idp_factory(backchannel_logout_uri=f"http://127.0.0.1:{b_port}{BACKCHANNEL_PATH}")
+    a = etcd_gateway(gateway, etcd, _idp=provider, backchannel_logout_path=BACKCHANNEL_PATH)
+    b_gw = etcd_gateway(gateway, etcd, _idp=provider, _port=b_port, backchannel_logout_path=BACKCHANNEL_PATH)
+    alice, bob = browser("alice"), browser("bob")
+    logged_in(alice, a, "/", "alice")
+    logged_in(bob, a, "/", "bob")
+    alice_cookie, bob_cookie = session_cookie(alice), session_cookie(bob)
+    assert upstream_user(user_at(alice, a, alice_cookie)) == "alice"
+
+    end_idp_session(alice, provider)  # the IdP tells gateway B, and only B
+    assert provider.stats()["backchannel"] == {"success": 1, "error": 0}, provider.stats()
+
+    assert is_login_redirect(user_at(alice, a, alice_cookie), provider)
+    assert is_login_redirect(user_at(alice, b_gw, alice_cookie), provider)
+    assert upstream_user(user_at(bob, a, bob_cookie)) == "bob"
+    assert upstream_user(user_at(bob, b_gw, bob_cookie)) == "bob"
+
+
+def test_concurrent_requests_at_two_gateways_refresh_a_rotating_token_once(etcd, idp_factory, gateway, browser):
+    # Access tokens live 16 s; the margin (at most half the lifetime: 8 s) makes both
+    # gateways want to refresh from 8 s on, while the old token is still valid.
+    provider = idp_factory(env={"TTL_ACCESS_TOKEN": "16", "ROTATE_REFRESH_TOKEN": "1"})
+    a = etcd_gateway(gateway, etcd, _idp=provider, session={"refresh_margin_seconds": 12})
+    b_gw = etcd_gateway(gateway, etcd, _idp=provider, session={"refresh_margin_seconds": 12})
+    b = browser()
+    logged_in(b, a, "/", "alice")
+    t0 = time.monotonic()
+    cookie = session_cookie(b)
+    first = access_token(user_at(b, a, cookie))
+    time.sleep(max(0.0, t0 + 9 - time.monotonic()))
+
+    results: list = [None] * 16
+    start = threading.Barrier(len(results))
+
+    def one(i):
+        gw = (a, b_gw)[i % 2]
+        client = browser(f"burst{i}")
+        start.wait()
+        results[i] = user_at(client, gw, cookie, f"/burst/{i}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(r is not None for r in results), "a request of the burst did not finish"
+    # The old token is still valid: nobody waits, everyone reaches the upstream.
+    tokens = {access_token(r) for r in results}
+    assert provider.token_requests("refresh_token") == 1, provider.stats()
+    after_a = access_token(user_at(b, a, cookie))
+    after_b = access_token(user_at(b, b_gw, cookie))
+    assert after_a == after_b != first
+    assert tokens <= {first, after_a}, tokens
+    assert provider.token_requests("refresh_token") == 1, provider.stats()
+
+
+def leader(etcd) -> int:
+    for i, p in enumerate(etcd.processes):
+        if p is None or not p.alive():
+            continue
+        status, answer = etcd.call(i, "/v3/maintenance/status", {})
+        if status == 200 and answer.get("leader") == answer.get("header", {}).get("member_id"):
+            return i
+    raise AssertionError("no etcd leader")
+
+
+def test_one_member_down_changes_nothing_a_majority_down_fails_closed_and_service_resumes(
+        workdir, gateway, browser):
+    etcd = EtcdCluster(workdir, members=3).start()
+    try:
+        # The timeout covers an election (election timeout 2 s, up to twice that with its
+        # random spread, more on a loaded machine), so losing the leader is only a pause.
+        a = etcd_gateway(gateway, etcd, etcd={"timeout_ms": 8000})
+        b_gw = etcd_gateway(gateway, etcd, etcd={"timeout_ms": 8000})
+        b = browser()
+        logged_in(b, a, "/", "alice")
+        cookie = session_cookie(b)
+        assert upstream_user(user_at(b, b_gw, cookie)) == "alice"
+
+        first = leader(etcd)
+        etcd.kill(first)
+        for n, gw in enumerate((a, b_gw) * 4):
+            r = user_at(b, gw, cookie)
+            assert r.status == 200, f"request {n} after the leader died: {r!r}"
+            assert upstream_user(r) == "alice"
+        fresh = browser("fresh")
+        logged_in(fresh, b_gw, "/", "bob")
+        assert upstream_user(user_at(fresh, a, session_cookie(fresh))) == "bob"
+
+        second = leader(etcd)
+        etcd.kill(second)
+        for gw in (a, b_gw):
+            page = user_at(b, gw, cookie, headers={"Accept": "text/html"})
+            assert page.status == 503, page
+            assert "temporarily unavailable" in page.text
+            api = user_at(b, gw, cookie, "/api/x", headers={"Accept": "application/json"})
+            assert api.status == 503, api
+            assert api.json()["error"] == "temporarily_unavailable"
+            assert "x-auth-request-user" not in page.text and "x-auth-request-user" not in api.text
+        # A login cannot complete either: its session could not be stored.
+        late = browser("late")
+        from harness import callback_url
+        r = late.get(callback_url(late, a, "/", "carol"))
+        assert r.status == 503, r
+        assert late.cookie(SESSION_COOKIE) is None
+
+        etcd.restart(first)
+        etcd.restart(second)
+        etcd.wait_healthy()
+        for gw in (a, b_gw):
+            wait_until(lambda: user_at(b, gw, cookie).status == 200, 20, what="service back")
+            assert upstream_user(user_at(b, gw, cookie)) == "alice"
+        assert upstream_user(user_at(fresh, a, session_cookie(fresh))) == "bob"
+    finally:
+        etcd.stop()
+
+
+def test_authentication_to_etcd_and_again_when_the_token_expires(workdir, gateway, browser):
+    # Tokens live 3 s: the filter must authenticate again once its token expired.
+    etcd = EtcdCluster(workdir, members=1, extra_args=("--auth-token-ttl", "3")).start()
+    try:
+        etcd.enable_auth("gateway", "s3cret-pw")
+        creds = {"username_env": "ETCD_USER", "password_env": "ETCD_PASSWORD"}
+        gw = etcd_gateway(gateway, etcd, etcd=creds, _env={"ETCD_USER": "gateway", "ETCD_PASSWORD": "s3cret-pw"})
+        wrong = etcd_gateway(gateway, etcd, etcd=creds, _env={"ETCD_USER": "gateway", "ETCD_PASSWORD": "wrong"})
+        anonymous = etcd_gateway(gateway, etcd)
+        b = browser()
+        logged_in(b, gw, "/", "alice")
+        cookie = session_cookie(b)
+        assert upstream_user(user_at(b, gw, cookie)) == "alice"
+        time.sleep(5)
+        for _ in range(4):  # both workers, each with its own expired token
+            assert upstream_user(user_at(b, gw, cookie)) == "alice"
+        # Without valid credentials nothing passes.
+        for other in (wrong, anonymous):
+            r = user_at(b, other, cookie, headers={"Accept": "application/json"})
+            assert r.status == 503, r
+    finally:
+        etcd.stop()
+
+
+def test_the_worker_cache_keeps_a_revoked_session_at_most_its_ttl(etcd, gateway, browser):
+    ttl = 3
+    cached = etcd_gateway(gateway, etcd, _concurrency=1, etcd={"cache_ttl_seconds": ttl})
+    uncached = etcd_gateway(gateway, etcd)
+    b = browser()
+    logged_in(b, cached, "/", "alice")
+    cookie = session_cookie(b)
+    assert upstream_user(user_at(b, cached, cookie)) == "alice"  # read from etcd, cached
+    read_at = time.monotonic()
+    # An operator revokes every session in etcd.
+    assert etcd.delete_prefix(PREFIX + "s/") >= 1
+    assert is_login_redirect(user_at(b, uncached, cookie), gateway.idp), "no cache: at once"
+    if time.monotonic() < read_at + ttl - 1:
+        assert upstream_user(user_at(b, cached, cookie)) == "alice", "served from the cache"
+    time.sleep(max(0.0, read_at + ttl + 1.1 - time.monotonic()))
+    assert is_login_redirect(user_at(b, cached, cookie), gateway.idp), "the cache entry lapsed"
+
+
+def test_the_shipped_etcd_config_validates_and_matches_envoy_yaml(wasm, tmp_path):
+    import os
+    import subprocess
+
+    import yaml
+
+    from harness import ENVOY_YAML, REPO, filter_config, find_envoy
+
+    shipped = REPO / "envoy-etcd.yaml"
+    etcd_cfg = yaml.safe_load(shipped.read_text())
+    base = filter_config(yaml.safe_load(ENVOY_YAML.read_text()))
+    mine = filter_config(etcd_cfg)
+    assert mine["session"]["store"] == "etcd"
+    assert mine["session"]["etcd"]["cluster"] == ["etcd0", "etcd1", "etcd2"]
+    assert {c["name"] for c in etcd_cfg["static_resources"]["clusters"]} >= {"etcd0", "etcd1", "etcd2"}
+    for key in set(base) | set(mine):
+        if key not in ("session", "redirect_uri"):
+            assert mine.get(key) == base.get(key), key
+    text = shipped.read_text()
+    if os.environ.get("OIDC_FILTER_WASM"):
+        text = text.replace("target/wasm32-wasip1/release/oidc_filter.wasm", str(wasm))
+    config = tmp_path / "envoy-etcd.yaml"
+    config.write_text(text)
+    proc = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(config), "--use-dynamic-base-id"],
+                          cwd=REPO, env=dict(os.environ, OIDC_CLIENT_SECRET="x"), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_etcd_answering_garbage_or_too_slowly_fails_closed_and_loses_nothing(etcd, gateway, echo, browser):
+    from types import SimpleNamespace
+
+    good = etcd_gateway(gateway, etcd)
+    # "etcd" that is really the echo server: HTTP 200 with JSON that is not etcd's answer.
+    impostor = SimpleNamespace(names=["m0"], client_ports=[echo.port])
+    garbage = etcd_gateway(gateway, impostor)
+    b = browser()
+    logged_in(b, good, "/", "alice")
+    cookie = session_cookie(b)
+    for gw in (garbage,):
+        page = user_at(b, gw, cookie, headers={"Accept": "text/html"})
+        assert page.status == 503 and "temporarily unavailable" in page.text, page
+        api = user_at(b, gw, cookie, "/api", headers={"Accept": "application/json"})
+        assert api.status == 503 and api.json()["error"] == "temporarily_unavailable", api
+
+    # Every member hangs (SIGSTOP): each call times out (1 s), then 503.
+    for p in etcd.processes:
+        p.pause()
+    try:
+        started = time.monotonic()
+        r = user_at(b, good, cookie, headers={"Accept": "application/json"})
+        assert r.status == 503, r
+        assert time.monotonic() - started < 15
+    finally:
+        for p in etcd.processes:
+            p.resume()
+    etcd.wait_healthy()
+    wait_until(lambda: user_at(b, good, cookie).status == 200, 20, what="service back")
+    assert upstream_user(user_at(b, good, cookie)) == "alice", "the session survived"
