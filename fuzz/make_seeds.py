@@ -304,6 +304,8 @@ def flow_seeds():
         "session_refresh": "GET /app app.example\ncookie: __Host-oidc-session=@SID@\n\nsession "
                            + json.dumps(session(access_token_expires_at=NOW - 1)) + "\nyes\nresponse 200 "
                            + json.dumps({"access_token": "at2", "token_type": "Bearer", "expires_in": 300, "refresh_token": "rt2", "id_token": "@ID_TOKEN@"}) + "\n",
+        "refresh_follower": "GET /app app.example\ncookie: __Host-oidc-session=@SID@\n\nsession "
+                            + json.dumps(session(access_token_expires_at=NOW - 1)) + "\nno\nnone\n",
         "refresh_failed": "GET /app app.example\ncookie: __Host-oidc-session=@SID@\n\nsession "
                           + json.dumps(session(access_token_expires_at=NOW - 1)) + "\nyes\nresponse 400 {\"error\":\"invalid_grant\"}\n",
         "callback": f"GET /oauth2/callback?code=c1&state=@STATE@&iss=https%3A%2F%2Fidp.example app.example\ncookie: @LOGIN@\n{browser}\nyes\n",

@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use oidc_filter::flow::{CalloutOutcome, Context, RequestFlow, RequestHead, Step};
 use oidc_filter::session::login::LoginState;
-use oidc_filter::session::{cookie_codec, Session};
+use oidc_filter::session::shared_store::{SharedData, WriteError};
+use oidc_filter::session::{cookie_codec, refresh_outcome, Session};
 use oidc_filter_fuzz::{
     configs, header, merge_claims, provider, rng, sealing_keys, sign, CLIENT_ID, ISSUER, NOW,
 };
@@ -237,15 +238,29 @@ fn stored_id_token() -> &'static str {
     TOKEN.get_or_init(|| Signed::new(b"").id_token)
 }
 
+/// Shared data holding the same bytes under every key.
+struct Stored(Vec<u8>);
+
+impl SharedData for Stored {
+    fn get(&self, _key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        (Some(self.0.clone()), Some(1))
+    }
+
+    fn set(&self, _key: &str, _value: &[u8], _cas: Option<u32>) -> Result<(), WriteError> {
+        Ok(())
+    }
+}
+
 /// No header the filter writes may split into two or smuggle a byte the
-/// receiver reads differently.
-fn check_header(name: &str, value: &str) {
+/// receiver reads differently, unless the client sent those bytes itself
+/// (`client_controls`): expired cookies are named as the request named them.
+fn check_header(name: &str, value: &str, client_controls: bool) {
     assert!(
         !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':'),
         "header name {name:?}"
     );
     assert!(
-        !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)),
+        client_controls || !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)),
         "header {name}: {value:?}"
     );
 }
@@ -256,7 +271,7 @@ fn check_final(step: &Step, client_controls: bool) {
     match step {
         Step::Forward(forward) => {
             for (name, value) in forward.set_headers.iter().chain(&forward.response_headers) {
-                check_header(name, value);
+                check_header(name, value, client_controls);
             }
             if let Some(Some(cookie)) = &forward.cookie {
                 assert!(client_controls || !cookie.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)));
@@ -268,7 +283,7 @@ fn check_final(step: &Step, client_controls: bool) {
             let body = respond.response.body.to_ascii_lowercase();
             assert!(!contains(&body, "<script"), "script in a local page");
             for (name, value) in &respond.response.headers {
-                check_header(name, value);
+                check_header(name, value, client_controls);
             }
         }
         _ => unreachable!(),
@@ -361,9 +376,9 @@ fuzz_target!(|data: &[u8]| {
         if trace {
             eprintln!("{step:?}");
         }
-        if matches!(step, Step::StoreCache { .. }) {
-            // Not a question: the host stores and goes on.
-            let Step::StoreCache { then, .. } = step else {
+        // Not questions: the host stores or publishes and goes on.
+        if matches!(step, Step::StoreCache { .. } | Step::PublishRefresh { .. }) {
+            let (Step::StoreCache { then, .. } | Step::PublishRefresh { then, .. }) = step else {
                 unreachable!()
             };
             step = *then;
@@ -375,7 +390,22 @@ fuzz_target!(|data: &[u8]| {
                 check_final(&step, client_controls);
                 return;
             }
-            Step::StoreCache { .. } => unreachable!(),
+            Step::StoreCache { .. } | Step::PublishRefresh { .. } => unreachable!(),
+            Step::AwaitRefresh { round, .. } => {
+                // The outcome another request published, as shared data holds it.
+                let outcome = match keyword {
+                    "bytes" => refresh_outcome::read(&Stored(tokens.fill(&rest)), &round, now),
+                    _ => None,
+                };
+                flow.handle_refresh_outcome(&mut ctx, outcome)
+            }
+            Step::DenyCookieSession { entries, .. } => {
+                let count = match keyword {
+                    "count" => text(&rest).trim().parse().unwrap_or(0),
+                    _ => entries.len(),
+                };
+                flow.handle_sessions_ended(&mut ctx, count)
+            }
             Step::LoadSession { .. } => {
                 let session = match keyword {
                     "none" => None,
