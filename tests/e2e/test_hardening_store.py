@@ -99,6 +99,32 @@ def test_a_state_replayed_in_parallel_after_a_start_is_accepted_once(gateway, br
     assert idp.token_requests("authorization_code") == before + 1, "the state passed the ledger twice"
 
 
+def test_first_writes_released_together_after_each_start_lose_no_session(gateway, browser, rogue):
+    """The race above made likely: one session bucket and one index bucket (a ceiling of 4
+    sessions), eight workers, the provider holding every code-grant answer until all eight are
+    ready and sending them at once, and large (600 KB) refresh tokens, so writing the first
+    bucket takes long enough for other workers to read it still absent. Repeated over fresh
+    starts, as only the first write to a key after a start can race; every session must
+    survive every round. (Before first writes were conditional, 1 to 4 of the 8 sessions
+    vanished in about one start in three.)"""
+    logins, rounds = 8, 7
+    rogue.control(token_gate=logins, token_response={"refresh_token": "r" * 600_000})
+    lost = []
+    for round_ in range(rounds):
+        gw = gateway(_idp=rogue, _concurrency=8, session={"max_sessions": 4})
+        b = browser(f"round{round_}")
+        urls, cookies = collect_callbacks(b, gw, logins)
+        with ThreadPoolExecutor(logins) as pool:
+            answers = list(pool.map(lambda u: raw_get(gw, target_of(u), cookies), urls))
+        assert [status for status, _ in answers] == [302] * logins, answers
+        sessions = [set_cookie_value(headers, SESSION_COOKIE) for _, headers in answers]
+        assert all(sessions), answers
+        statuses = [raw_get(gw, "/", {SESSION_COOKIE: s})[0] for s in sessions]
+        lost.append(statuses.count(302))
+        gw.stop()
+    assert lost == [0] * rounds, f"sessions lost per start, of {logins}: {lost}"
+
+
 # ------------------------------------------------------------------------------------------
 # item 16: logout revokes
 

@@ -41,6 +41,7 @@ const DEFAULTS = {
   refresh_status: null,
   token_error: null, // default "invalid_request"
   token_delay_ms: 0,
+  token_gate: 0, // hold code-grant answers until this many are ready, then send them all at once
   refresh_delay_ms: 0,
   rotate_refresh_tokens: true,
   revoke_on_reuse: true, // a rotated-away refresh token presented again revokes the grant
@@ -159,6 +160,22 @@ function issueTokens(grantId) {
   return access;
 }
 
+// Answers held by token_gate; released together when the gate fills (or after 10 s, so a short
+// round never hangs).
+let held = [];
+function gate(size) {
+  return new Promise((resolve) => {
+    held.push(resolve);
+    const release = () => {
+      const waiting = held;
+      held = [];
+      for (const go of waiting) go();
+    };
+    if (held.length >= size) release();
+    else setTimeout(() => { if (held.includes(resolve)) release(); }, 10_000);
+  });
+}
+
 async function tokenEndpoint(req, res, form) {
   const grantType = form.get('grant_type') ?? 'unknown';
   bump(stats.token_requests, grantType);
@@ -193,7 +210,10 @@ async function tokenEndpoint(req, res, form) {
       id_token: await sign(claims, header, behaviour.signing_kid),
       scope: code.scope,
     }, behaviour.token_response);
-    return send(res, 200, body);
+    if (!behaviour.token_gate) return send(res, 200, body);
+    const text = JSON.stringify(body); // ready before the gate opens, so the answers leave together
+    await gate(behaviour.token_gate);
+    return send(res, 200, text, { 'content-type': 'application/json' });
   }
 
   if (grantType === 'refresh_token') {
