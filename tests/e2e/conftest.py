@@ -1,5 +1,6 @@
 """Fixtures for the end-to-end tests: the test IdP, the echo upstream and Envoy gateways.
 
+- `rogue`: a scriptable misbehaving provider (tests/idp/rogue.mjs) for one test.
 - `idp`: one oidc-provider for the whole run, registered with the redirect URIs of a pool of
   gateway ports (`gateway_ports`), so every gateway the tests start can log in through it.
 - `echo`: one echo upstream for the whole run.
@@ -7,7 +8,8 @@
 - `gateway(**config_overrides)`: factory; starts Envoy with a patched copy of envoy.yaml and
   waits until the filter has loaded the provider metadata. Options (keyword-only, prefixed to
   keep them apart from the filter's config keys): `_idp=` another Idp, `_port=` a listener
-  port, `_wait_metadata=False`, `_raw_config=` the filter JSON verbatim, `_env=` extra env.
+  port, `_wait_metadata=False`, `_raw_config=` the filter JSON verbatim, `_env=` extra env,
+  `_concurrency=` Envoy's worker count (default 2).
 - `browser()`: factory of curl-driven browsers, each with its own cookie jar.
 """
 
@@ -24,6 +26,7 @@ from harness import (
     Echo,
     Gateway,
     Idp,
+    Rogue,
     build_envoy_config,
     free_port,
     logged_in,
@@ -82,6 +85,14 @@ def idp_factory(workdir, gateway_ports):
         server.stop()
 
 
+@pytest.fixture
+def rogue(workdir):
+    """A fresh misbehaving provider (tests/idp/rogue.mjs) for one test; use gateway(_idp=rogue)."""
+    server = Rogue(workdir).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def echo(workdir):
     server = Echo(workdir).start()
@@ -129,11 +140,11 @@ class GatewayFactory:
 
     def __call__(self, _idp: Idp | None = None, _port: int | None = None, _wait_metadata: bool = True,
                  _wait_ready: bool = True, _raw_config: str | None = None, _env: dict | None = None,
-                 **config_overrides) -> Gateway:
+                 _concurrency: int = 2, **config_overrides) -> Gateway:
         provider = _idp or self.idp
         port = self.port_pool.take(_port)
         cfg = build_envoy_config(port, provider.port, self.echo.port, config_overrides, raw_filter_config=_raw_config)
-        gw = Gateway(self.workdir, cfg, port, env=_env)
+        gw = Gateway(self.workdir, cfg, port, env=_env, concurrency=_concurrency)
         gw.idp = provider
         self.started.append(gw)
         gw.start()
@@ -208,7 +219,7 @@ def pytest_runtest_makereport(item, call):
             gateways.append(funcargs["gw"])
         for g in gateways:
             report.sections.append((f"envoy :{g.port} log ({g.log_path})", g.log_summary(tail=40)))
-        for name in ("idp",):
+        for name in ("idp", "rogue"):
             if name in funcargs:
                 report.sections.append((f"{name} log", funcargs[name].log()[-3000:]))
     return report

@@ -31,6 +31,7 @@ ENVOY_YAML = REPO / "envoy.yaml"
 # OIDC_FILTER_WASM points the tests at another build of the module (default: the release build).
 WASM = Path(os.environ.get("OIDC_FILTER_WASM") or REPO / "target" / "wasm32-wasip1" / "release" / "oidc_filter.wasm")
 IDP_SERVER = REPO / "tests" / "idp" / "server.mjs"
+ROGUE_SERVER = REPO / "tests" / "idp" / "rogue.mjs"
 ECHO_SERVER = REPO / "tests" / "upstream" / "echo.py"
 
 CLIENT_ID = "oidc-filter-demo"
@@ -244,6 +245,77 @@ class Idp:
         return self.process.log() if self.process else ""
 
 
+class Rogue:
+    """tests/idp/rogue.mjs: a scriptable, misbehaving provider on 127.0.0.1:port.
+
+    Logs in at once (no login page, so `idp_login`/`logged_in` work unchanged) as
+    `behaviour['sub']`; `control(**behaviour)` changes what it does next (see DEFAULTS in
+    rogue.mjs), `reset()` restores the defaults and zeroes the counters."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.process: ManagedProcess | None = None
+        self._starts = 0
+
+    def start(self, timeout: float = 15.0) -> "Rogue":
+        self._starts += 1
+        log = self.workdir / f"rogue-{self.port}-{self._starts}.log"
+        self.process = ManagedProcess("rogue", ["node", str(ROGUE_SERVER)], log, env={"ROGUE_PORT": str(self.port)})
+
+        def ready():
+            if not self.process.alive():
+                raise RuntimeError(f"rogue provider exited early:\n{self.process.log()}")
+            r = http_get(f"{self.issuer}/.well-known/openid-configuration", timeout=1)
+            return r is not None and r[0] == 200
+
+        wait_until(ready, timeout, what=f"rogue provider on port {self.port}")
+        return self
+
+    def _post(self, path: str, payload: dict | None = None) -> dict:
+        req = urllib.request.Request(f"{self.issuer}{path}", data=json.dumps(payload or {}).encode(),
+                                     headers={"content-type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def control(self, **behaviour) -> dict:
+        """Merges `behaviour` into what the provider does from now on; returns the whole behaviour."""
+        return self._post("/__control", behaviour)
+
+    def reset(self) -> dict:
+        return self._post("/__reset")
+
+    def sign(self, claims: dict, header: dict | None = None, kid: str = "k1") -> str:
+        """A compact JWT (RS256) signed with one of the provider's keys (k1, k2, k3)."""
+        return self._post("/__sign", {"claims": claims, "header": header or {}, "kid": kid})["jwt"]
+
+    def stats(self) -> dict:
+        r = http_get(f"{self.issuer}/__test/stats")
+        assert r is not None and r[0] == 200, f"rogue stats unavailable: {r}"
+        return json.loads(r[2])
+
+    def token_requests(self, grant_type: str = "authorization_code") -> int:
+        return self.stats()["token_requests"].get(grant_type, 0)
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+
+    def kill(self):
+        if self.process:
+            self.process.kill()
+
+    def pause(self):
+        self.process.pause()
+
+    def resume(self):
+        self.process.resume()
+
+    def log(self) -> str:
+        return self.process.log() if self.process else ""
+
+
 class Echo:
     """tests/upstream/echo.py on 127.0.0.1:port."""
 
@@ -341,8 +413,9 @@ def build_envoy_config(listen_port: int, idp_port: int, upstream_port: int, conf
 class Gateway:
     """An Envoy process with (a patched copy of) envoy.yaml."""
 
-    def __init__(self, workdir: Path, cfg: dict, port: int, env: dict | None = None):
+    def __init__(self, workdir: Path, cfg: dict, port: int, env: dict | None = None, concurrency: int = 2):
         self.port = port
+        self.concurrency = concurrency
         self.base = f"http://127.0.0.1:{port}"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"envoy-{port}-", dir=workdir))
         self.config_path = self.workdir / "envoy.yaml"
@@ -362,7 +435,7 @@ class Gateway:
             find_envoy(),
             "-c", str(self.config_path),
             "--use-dynamic-base-id",
-            "--concurrency", "2",
+            "--concurrency", str(self.concurrency),
             "-l", "info",
             "--log-path", str(self.log_path),
             "--admin-address-path", str(self.admin_address_path),
