@@ -7,10 +7,9 @@ use proxy_wasm::types::Action;
 
 use super::provider_fetch;
 use super::root::Shared;
-use super::store::{self, HostSharedData};
 use crate::config::SessionStoreKind;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
-use crate::http::pages;
+use crate::http::{framing, pages};
 use crate::provider::Provider;
 use crate::session::{deny_list, refresh_lease, shared_store};
 
@@ -52,7 +51,9 @@ impl Filter {
 
     fn read_request(&self) -> RequestHead {
         let mut head = RequestHead::default();
-        for (name, value) in self.get_http_request_headers_bytes() {
+        for (mut name, value) in self.get_http_request_headers_bytes() {
+            // ngx_wasm_module passes HTTP/1.1 names as the client spelled them.
+            name.make_ascii_lowercase();
             match name.as_str() {
                 ":method" => head.method = String::from_utf8_lossy(&value).into_owned(),
                 ":path" => head.target = value,
@@ -103,17 +104,17 @@ impl Filter {
                     self.with_context(|flow, ctx| flow.handle_session(ctx, value))
                 }
                 Step::LoadCache { key } => {
-                    let (value, _) = store::get(&key);
+                    let (value, _) = self.shared.store.data.read(&key);
                     self.with_context(|flow, ctx| flow.handle_cached(ctx, value.as_deref()))
                 }
                 Step::StoreCache { key, value, then } => {
-                    if let Err(status) = store::set(&key, &value, None) {
+                    if let Err(status) = self.shared.store.data.write(&key, &value, None) {
                         log::warn!("cache write failed: {status:?}");
                     }
                     *then
                 }
                 Step::LoadDenyList { key } => {
-                    let (value, _) = store::get(&key);
+                    let (value, _) = self.shared.store.data.read(&key);
                     self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
                 }
                 Step::RecordOnce {
@@ -122,7 +123,7 @@ impl Filter {
                     value,
                 } => {
                     let first_use =
-                        shared_store::record_once(&HostSharedData, &key, issued_at, &value);
+                        shared_store::record_once(&self.shared.store.data, &key, issued_at, &value);
                     self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use))
                 }
                 Step::ClaimRefresh {
@@ -132,7 +133,7 @@ impl Filter {
                 } => {
                     let now = super::now(self);
                     let claimed = if self.cookie_sessions() {
-                        refresh_lease::claim(&HostSharedData, &key, now, until)
+                        refresh_lease::claim(&self.shared.store.data, &key, now, until)
                     } else {
                         self.shared
                             .store
@@ -145,7 +146,7 @@ impl Filter {
                         // Cookies cannot be deleted from here: deny them on this replica.
                         let now = super::now(self);
                         let until = now + self.shared.config.session.absolute_timeout;
-                        if deny_list::record(&HostSharedData, &entries, until, now) {
+                        if deny_list::record(&self.shared.store.data, &entries, until, now) {
                             entries.len()
                         } else {
                             0
@@ -159,32 +160,47 @@ impl Filter {
                 Step::ReadBody { max_bytes } => {
                     if self.headers_only {
                         self.with_context(|flow, ctx| flow.handle_body(ctx, Some(&[])))
+                    } else if self.shared.engine.body_follows_headers() {
+                        // The body comes only once the headers continue; the
+                        // flow decides (and answers) from the body callback.
+                        self.reading_body = Some(max_bytes);
+                        if self.paused {
+                            self.paused = false;
+                            self.resume_http_request();
+                        }
+                        return Action::Continue;
                     } else {
                         self.reading_body = Some(max_bytes);
                         return self.pause();
                     }
                 }
-                Step::Callout(callout) => match provider_fetch::dispatch(self, &callout) {
-                    Ok(token) => {
-                        self.waiting = Waiting::Flow(token);
-                        return self.pause();
+                Step::Callout(callout) => {
+                    match provider_fetch::dispatch(self, self.shared.engine, &callout) {
+                        Ok(token) => {
+                            self.waiting = Waiting::Flow(token);
+                            return self.pause();
+                        }
+                        Err(status) => {
+                            let outcome =
+                                CalloutOutcome::Failed(format!("callout not sent: {status:?}"));
+                            self.with_context(|flow, ctx| {
+                                flow.handle_callout_response(ctx, outcome)
+                            })
+                        }
                     }
-                    Err(status) => {
-                        let outcome =
-                            CalloutOutcome::Failed(format!("callout not sent: {status:?}"));
-                        self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
-                    }
-                },
+                }
                 Step::RefetchJwks => {
                     let now = super::now(self);
                     let provider = self.shared.provider.borrow_mut().current(now);
                     let sent = match provider {
-                        Some(provider) if provider_fetch::claim_jwks_refetch(now) => {
+                        Some(provider)
+                            if provider_fetch::claim_jwks_refetch(&self.shared.store.data, now) =>
+                        {
                             let callout = provider_fetch::jwks_callout(
                                 &self.shared.config,
                                 &provider.metadata,
                             );
-                            provider_fetch::dispatch(self, &callout).ok()
+                            provider_fetch::dispatch(self, self.shared.engine, &callout).ok()
                         }
                         _ => None,
                     };
@@ -200,7 +216,7 @@ impl Filter {
                     let changes = self.shared.store.apply(forward.writes);
                     self.shared.metrics.record(&changes);
                     for name in &forward.remove_headers {
-                        self.set_http_request_header(name, None);
+                        self.remove_request_header(name);
                     }
                     for (name, value) in &forward.set_headers {
                         self.set_http_request_header(name, Some(value));
@@ -209,7 +225,7 @@ impl Filter {
                         Some(Some(cookie)) => {
                             self.set_http_request_header_bytes("cookie", Some(cookie))
                         }
-                        Some(None) => self.set_http_request_header("cookie", None),
+                        Some(None) => self.remove_request_header("cookie"),
                         None => {}
                     }
                     self.response_headers = forward.response_headers;
@@ -236,6 +252,16 @@ impl Filter {
                     return Action::Pause;
                 }
             };
+        }
+    }
+
+    /// Where removal leaves the header on its way upstream, its value is
+    /// emptied in place instead (the gateway's configuration must drop it).
+    fn remove_request_header(&self, name: &str) {
+        if self.shared.engine.removal_forwards_header() {
+            self.set_http_request_header(name, Some(""));
+        } else {
+            self.set_http_request_header(name, None);
         }
     }
 
@@ -275,8 +301,9 @@ impl Context for Filter {
             }
             Waiting::Jwks(expected) if expected == token => {
                 let now = super::now(self);
+                let data = &self.shared.store.data;
                 let stored = provider_fetch::expect_ok(outcome, "JWKS refetch")
-                    .and_then(|body| provider_fetch::store_refetched_jwks(now, &body));
+                    .and_then(|body| provider_fetch::store_refetched_jwks(data, now, &body));
                 match stored {
                     Ok(()) => self.shared.provider.borrow_mut().reload(now),
                     Err(reason) => log::warn!("keys could not be refetched: {reason}"),
@@ -327,8 +354,10 @@ impl HttpContext for Filter {
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.headers_only = end_of_stream;
         let request = self.read_request();
+        self.headers_only = end_of_stream
+            || (self.shared.engine.body_follows_headers()
+                && !framing::declares_body(&request.headers));
         let step = self.with_context(|flow, ctx| flow.handle_request(ctx, request));
         self.drive(step)
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::Status;
 
-use super::store;
+use super::engine::Engine;
+use super::store::HostSharedData;
 use crate::config::Config;
 use crate::flow::{Callout, CalloutOutcome};
 use crate::oidc::discovery::{self, ProviderMetadata};
@@ -21,14 +22,23 @@ const STATUS_KEY: &str = "provider/status";
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// This VM's parsed copy of the shared provider documents.
-#[derive(Default)]
 pub struct ProviderCache {
+    data: HostSharedData,
     provider: Option<Rc<Provider>>,
     cas: Option<u32>,
     checked_at: u64,
 }
 
 impl ProviderCache {
+    pub fn new(data: HostSharedData) -> ProviderCache {
+        ProviderCache {
+            data,
+            provider: None,
+            cas: None,
+            checked_at: 0,
+        }
+    }
+
     /// Re-reads shared data at most once a second, re-parses only on change.
     pub fn current(&mut self, now: u64) -> Option<Rc<Provider>> {
         if self.provider.is_none() || now != self.checked_at {
@@ -39,7 +49,7 @@ impl ProviderCache {
 
     pub fn reload(&mut self, now: u64) {
         self.checked_at = now;
-        let (value, cas) = store::get(DOCUMENT_KEY);
+        let (value, cas) = self.data.read(DOCUMENT_KEY);
         if cas == self.cas && self.provider.is_some() {
             return;
         }
@@ -60,20 +70,20 @@ impl ProviderCache {
 
 /// Takes the fetch lease if a fetch is due. The first VM to see no status
 /// creates it, because compare-and-swap on an absent key always succeeds.
-pub fn claim_fetch(now: u64, lease_seconds: u64) -> bool {
-    let (value, cas) = store::get(STATUS_KEY);
+pub fn claim_fetch(data: &HostSharedData, now: u64, lease_seconds: u64) -> bool {
+    let (value, cas) = data.read(STATUS_KEY);
     let Some(status) = value.as_deref().and_then(FetchStatus::decode) else {
-        let _ = store::set(STATUS_KEY, &FetchStatus::default().encode(), None);
+        let _ = data.write(STATUS_KEY, &FetchStatus::default().encode(), None);
         return false;
     };
     match status.claim(now, lease_seconds) {
-        Some(claimed) => store::set(STATUS_KEY, &claimed.encode(), cas).is_ok(),
+        Some(claimed) => data.write(STATUS_KEY, &claimed.encode(), cas).is_ok(),
         None => false,
     }
 }
 
-pub fn record_failure(now: u64, what: &str) {
-    let (value, _) = store::get(STATUS_KEY);
+pub fn record_failure(data: &HostSharedData, now: u64, what: &str) {
+    let (value, _) = data.read(STATUS_KEY);
     let status = value
         .as_deref()
         .and_then(FetchStatus::decode)
@@ -84,21 +94,27 @@ pub fn record_failure(now: u64, what: &str) {
         next.next_attempt_at.saturating_sub(now),
         next.failures
     );
-    let _ = store::set(STATUS_KEY, &next.encode(), None);
+    let _ = data.write(STATUS_KEY, &next.encode(), None);
 }
 
-pub fn record_success(config: &Config, now: u64, metadata: ProviderMetadata, jwks: String) {
+pub fn record_success(
+    data: &HostSharedData,
+    config: &Config,
+    now: u64,
+    metadata: ProviderMetadata,
+    jwks: String,
+) {
     let shared = SharedProvider {
         metadata,
         jwks,
         metadata_fetched_at: now,
         jwks_fetched_at: now,
     };
-    if let Err(status) = store::set(DOCUMENT_KEY, &shared.encode(), None) {
+    if let Err(status) = data.write(DOCUMENT_KEY, &shared.encode(), None) {
         log::error!("provider document could not be shared: {status:?}");
         return;
     }
-    let _ = store::set(
+    let _ = data.write(
         STATUS_KEY,
         &FetchStatus::succeeded(now, config.metadata_refresh).encode(),
         None,
@@ -111,8 +127,8 @@ pub fn record_success(config: &Config, now: u64, metadata: ProviderMetadata, jwk
 
 /// Claims a keys refetch for every VM by moving `jwks_fetched_at` forward with
 /// compare-and-swap, so an unknown `kid` causes one fetch, not one per worker.
-pub fn claim_jwks_refetch(now: u64) -> bool {
-    let (value, cas) = store::get(DOCUMENT_KEY);
+pub fn claim_jwks_refetch(data: &HostSharedData, now: u64) -> bool {
+    let (value, cas) = data.read(DOCUMENT_KEY);
     let Some(mut shared) = value.as_deref().and_then(SharedProvider::decode) else {
         return false;
     };
@@ -123,22 +139,22 @@ pub fn claim_jwks_refetch(now: u64) -> bool {
         return false;
     }
     shared.jwks_fetched_at = now;
-    store::set(DOCUMENT_KEY, &shared.encode(), cas).is_ok()
+    data.write(DOCUMENT_KEY, &shared.encode(), cas).is_ok()
 }
 
 /// Replaces the shared keys after a refetch. Refuses a set that does not parse.
-pub fn store_refetched_jwks(now: u64, body: &[u8]) -> Result<(), String> {
+pub fn store_refetched_jwks(data: &HostSharedData, now: u64, body: &[u8]) -> Result<(), String> {
     Jwks::parse(body).map_err(|e| e.to_string())?;
     let jwks = String::from_utf8(body.to_vec()).map_err(|_| "JWKS is not UTF-8".to_string())?;
     for _ in 0..4 {
-        let (value, cas) = store::get(DOCUMENT_KEY);
+        let (value, cas) = data.read(DOCUMENT_KEY);
         let mut shared = value
             .as_deref()
             .and_then(SharedProvider::decode)
             .ok_or("no provider document to update")?;
         shared.jwks = jwks.clone();
         shared.jwks_fetched_at = now;
-        match store::set(DOCUMENT_KEY, &shared.encode(), cas) {
+        match data.write(DOCUMENT_KEY, &shared.encode(), cas) {
             Ok(()) => return Ok(()),
             Err(Status::CasMismatch) => continue,
             Err(status) => return Err(format!("shared data write failed: {status:?}")),
@@ -155,9 +171,12 @@ pub fn jwks_callout(config: &Config, metadata: &ProviderMetadata) -> Callout {
     Callout::new(config, "GET", &metadata.jwks_uri)
 }
 
-pub fn dispatch(ctx: &dyn Context, callout: &Callout) -> Result<u32, Status> {
+/// Sends a callout. `:scheme` tells ngx_wasm_module to use TLS (Envoy takes
+/// TLS from the cluster and ignores it).
+pub fn dispatch(ctx: &dyn Context, engine: Engine, callout: &Callout) -> Result<u32, Status> {
     let mut headers: Vec<(&str, &str)> = vec![
         (":method", callout.method),
+        (":scheme", &callout.scheme),
         (":path", &callout.path),
         (":authority", &callout.authority),
     ];
@@ -177,8 +196,9 @@ pub fn dispatch(ctx: &dyn Context, callout: &Callout) -> Result<u32, Status> {
     );
     if let Err(status) = &result {
         log::error!(
-            "callout to cluster {:?} could not be sent ({status:?}): is the cluster defined in Envoy?",
-            callout.cluster
+            "callout to provider_cluster {:?} could not be sent ({status:?}): {}",
+            callout.cluster,
+            engine.callout_hint()
         );
     }
     result

@@ -7,6 +7,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use super::engine::Engine;
 use super::filter::Filter;
 use super::metrics::Metrics;
 use super::provider_fetch::{self, ProviderCache};
@@ -14,10 +15,12 @@ use super::store::{HostSharedData, ProcessKeys};
 use crate::config::Config;
 use crate::oidc::discovery::{self, ProviderMetadata};
 use crate::oidc::jwks::Jwks;
+use crate::session::namespace;
 use crate::session::shared_store::SessionStore;
 
 /// What the root context shares with the HTTP contexts of its VM.
 pub struct Shared {
+    pub engine: Engine,
     pub config: Config,
     pub provider: RefCell<ProviderCache>,
     pub store: SessionStore<HostSharedData>,
@@ -27,6 +30,10 @@ pub struct Shared {
 
 enum Fetching {
     Discovery(u32),
+    /// Discovery answered; the keys are fetched from the next tick, because
+    /// ngx_wasm_module crashes on a callout dispatched from a root context's
+    /// `on_http_call_response`.
+    JwksDue(Box<ProviderMetadata>),
     Jwks(u32, Box<ProviderMetadata>),
 }
 
@@ -48,6 +55,7 @@ impl Context for Root {
             return;
         };
         let now = super::now(self);
+        let data = &shared.store.data;
         let outcome = provider_fetch::read_response(self, num_headers, body_size);
         match self.fetching.take() {
             Some(Fetching::Discovery(expected)) if expected == token => {
@@ -60,8 +68,8 @@ impl Context for Root {
                     .map_err(|e| format!("discovery document refused: {e}"))
                 });
                 match metadata {
-                    Ok(metadata) => self.fetch_jwks(&shared, now, metadata),
-                    Err(reason) => provider_fetch::record_failure(now, &reason),
+                    Ok(metadata) => self.fetching = Some(Fetching::JwksDue(Box::new(metadata))),
+                    Err(reason) => provider_fetch::record_failure(data, now, &reason),
                 }
             }
             Some(Fetching::Jwks(expected, metadata)) if expected == token => {
@@ -71,10 +79,10 @@ impl Context for Root {
                 });
                 match jwks {
                     Ok(jwks) => {
-                        provider_fetch::record_success(&shared.config, now, *metadata, jwks);
+                        provider_fetch::record_success(data, &shared.config, now, *metadata, jwks);
                         shared.provider.borrow_mut().reload(now);
                     }
-                    Err(reason) => provider_fetch::record_failure(now, &reason),
+                    Err(reason) => provider_fetch::record_failure(data, now, &reason),
                 }
             }
             other => self.fetching = other,
@@ -83,13 +91,15 @@ impl Context for Root {
 }
 
 impl Root {
-    fn fetch_jwks(&mut self, shared: &Shared, now: u64, metadata: ProviderMetadata) {
+    fn fetch_jwks(&mut self, shared: &Shared, now: u64, metadata: Box<ProviderMetadata>) {
         let callout = provider_fetch::jwks_callout(&shared.config, &metadata);
-        match provider_fetch::dispatch(self, &callout) {
-            Ok(token) => self.fetching = Some(Fetching::Jwks(token, Box::new(metadata))),
-            Err(status) => {
-                provider_fetch::record_failure(now, &format!("JWKS callout not sent: {status:?}"))
-            }
+        match provider_fetch::dispatch(self, shared.engine, &callout) {
+            Ok(token) => self.fetching = Some(Fetching::Jwks(token, metadata)),
+            Err(status) => provider_fetch::record_failure(
+                &shared.store.data,
+                now,
+                &format!("JWKS callout not sent: {status:?}"),
+            ),
         }
     }
 }
@@ -99,8 +109,14 @@ impl RootContext for Root {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         match Config::parse(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {
+                let engine = Engine::detect(self);
+                log::info!("oidc-filter: running on {}", engine.name());
+                let data = HostSharedData::new(namespace::instance_prefix(
+                    &config.issuer,
+                    &config.client_id,
+                ));
                 let store = SessionStore {
-                    data: HostSharedData,
+                    data: data.clone(),
                     layout: config.session.layout(),
                     issuer: config.issuer.clone(),
                     idle_timeout: config.session.idle_timeout,
@@ -110,10 +126,11 @@ impl RootContext for Root {
                     sweep_seen: Default::default(),
                 };
                 self.shared = Some(Rc::new(Shared {
+                    engine,
                     config,
-                    provider: RefCell::new(ProviderCache::default()),
+                    provider: RefCell::new(ProviderCache::new(data.clone())),
                     store,
-                    process_keys: ProcessKeys::default(),
+                    process_keys: ProcessKeys::new(data),
                     metrics: Metrics::define(),
                 }));
                 // Fetches start from the first tick: a callout made here would die
@@ -134,17 +151,25 @@ impl RootContext for Root {
         };
         let now = super::now(self);
         sweep_if_due(&shared, now);
-        if self.fetching.is_some() {
-            return;
+        match self.fetching.take() {
+            Some(Fetching::JwksDue(metadata)) => return self.fetch_jwks(&shared, now, metadata),
+            Some(other) => {
+                self.fetching = Some(other);
+                return;
+            }
+            None => {}
         }
-        let lease = 2 * shared.config.callout_timeout_ms.div_ceil(1000) + 1;
-        if !provider_fetch::claim_fetch(now, lease) {
+        let data = &shared.store.data;
+        // Two callouts and the tick between them.
+        let lease = 2 * shared.config.callout_timeout_ms.div_ceil(1000) + 2;
+        if !provider_fetch::claim_fetch(data, now, lease) {
             return;
         }
         let callout = provider_fetch::discovery_callout(&shared.config);
-        match provider_fetch::dispatch(self, &callout) {
+        match provider_fetch::dispatch(self, shared.engine, &callout) {
             Ok(token) => self.fetching = Some(Fetching::Discovery(token)),
             Err(status) => provider_fetch::record_failure(
+                data,
                 now,
                 &format!("discovery callout not sent: {status:?}"),
             ),

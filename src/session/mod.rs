@@ -6,6 +6,7 @@ pub mod chunks;
 pub mod cookie_codec;
 pub mod deny_list;
 pub mod login;
+pub mod namespace;
 pub mod once;
 pub mod refresh_lease;
 pub mod shared_store;
