@@ -111,10 +111,8 @@ impl RootContext for Root {
             Ok(config) => {
                 let engine = Engine::detect(self);
                 log::info!("oidc-filter: running on {}", engine.name());
-                let data = HostSharedData::new(namespace::instance_prefix(
-                    &config.issuer,
-                    &config.client_id,
-                ));
+                let prefix = namespace::instance_prefix(&config.issuer, &config.client_id);
+                let data = HostSharedData::new(prefix, engine);
                 let store = SessionStore {
                     data: data.clone(),
                     layout: config.session.layout(),

@@ -9,7 +9,9 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
+use super::engine::Engine;
 use crate::crypto::seal::SealingKeys;
+use crate::session::namespace;
 use crate::session::shared_store::{SharedData, WriteError};
 
 /// Overwrites race other workers' writes; give up rather than spin.
@@ -19,6 +21,9 @@ const OVERWRITE_ATTEMPTS: usize = 8;
 #[derive(Clone)]
 pub struct HostSharedData {
     prefix: String,
+    /// Values carry their key ([`namespace::frame`]): ngx_wasm_module finds a
+    /// key by its CRC32 only, so two keys can share one entry.
+    framed: bool,
 }
 
 impl SharedData for HostSharedData {
@@ -37,14 +42,27 @@ impl SharedData for HostSharedData {
 impl HostSharedData {
     /// `prefix` keeps two filter instances in one key space apart
     /// (see [`crate::session::namespace`]).
-    pub fn new(prefix: String) -> HostSharedData {
-        HostSharedData { prefix }
+    pub fn new(prefix: String, engine: Engine) -> HostSharedData {
+        HostSharedData {
+            prefix,
+            framed: engine == Engine::NgxWasm,
+        }
     }
 
     /// A value, treating the empty value that removal leaves behind as absent.
     pub fn read(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         let key = self.full_key(key);
         match hostcalls::get_shared_data(&key) {
+            Ok((Some(value), cas)) if self.framed => match namespace::unframe(&key, &value) {
+                Some(own) if !own.is_empty() => (Some(own.to_vec()), cas),
+                Some(_) => (None, cas),
+                None => {
+                    // Another key's value in this key's entry: absent here, and
+                    // the version lets a write take the entry over.
+                    log::warn!("shared data entry of {key} holds another key's value");
+                    (None, cas)
+                }
+            },
             Ok((Some(value), cas)) if !value.is_empty() => (Some(value), cas),
             Ok((_, cas)) => (None, cas),
             Err(status) => {
@@ -58,6 +76,13 @@ impl HostSharedData {
     /// key is still at that version or absent.
     pub fn write(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
         let key = self.full_key(key);
+        let framed;
+        let value = if self.framed {
+            framed = namespace::frame(&key, value);
+            &framed[..]
+        } else {
+            value
+        };
         match cas {
             Some(cas) => compare_and_swap(&key, value, cas),
             None => overwrite(&key, value),
