@@ -54,4 +54,10 @@ impl Engine {
     pub fn removal_forwards_header(self) -> bool {
         self == Engine::NgxWasm
     }
+
+    /// ngx_wasm_module's set of a request header the client sent more than
+    /// once marks every copy as removed, the one it updated too.
+    pub fn set_clears_duplicates(self) -> bool {
+        self == Engine::NgxWasm
+    }
 }

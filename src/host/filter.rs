@@ -219,12 +219,10 @@ impl Filter {
                         self.remove_request_header(name);
                     }
                     for (name, value) in &forward.set_headers {
-                        self.set_http_request_header(name, Some(value));
+                        self.set_request_header(name, value.as_bytes());
                     }
                     match &forward.cookie {
-                        Some(Some(cookie)) => {
-                            self.set_http_request_header_bytes("cookie", Some(cookie))
-                        }
+                        Some(Some(cookie)) => self.set_request_header("cookie", cookie),
                         Some(None) => self.remove_request_header("cookie"),
                         None => {}
                     }
@@ -262,6 +260,16 @@ impl Filter {
             self.set_http_request_header(name, Some(""));
         } else {
             self.set_http_request_header(name, None);
+        }
+    }
+
+    /// Replaces every copy of a request header by one with `value`. On
+    /// ngx_wasm_module a set on a header the client sent twice clears every
+    /// copy, the updated one included; a second set then adds the value.
+    fn set_request_header(&self, name: &str, value: &[u8]) {
+        self.set_http_request_header_bytes(name, Some(value));
+        if self.shared.engine.set_clears_duplicates() {
+            self.set_http_request_header_bytes(name, Some(value));
         }
     }
 
