@@ -27,6 +27,7 @@ fn session(id_token_len: usize) -> Session {
         last_seen: 1_800_000_000,
         access_token: "x".repeat(43),
         access_token_expires_at: Some(1_800_003_600),
+        access_token_lifetime: Some(3600),
         refresh_token: Some("y".repeat(43)),
         id_token: Some("z".repeat(id_token_len)),
         claims: serde_json::json!({"email": "alice@example.test"})

@@ -29,6 +29,7 @@ fn typical_session(n: u32, now: u64) -> Session {
         last_seen: now,
         access_token: "x".repeat(43),
         access_token_expires_at: Some(now + 3600),
+        access_token_lifetime: Some(3600),
         refresh_token: Some("y".repeat(43)),
         id_token: Some("z".repeat(800)),
         claims,

@@ -82,6 +82,17 @@ pub struct CookieConfig {
 }
 
 impl CookieConfig {
+    /// Login cookies come back on the provider's cross-site redirect to the
+    /// callback, which browsers never send `Strict` cookies with: they are `Lax`
+    /// whatever the session cookie's setting.
+    pub fn login_attributes(&self) -> CookieAttributes {
+        let mut attributes = self.attributes.clone();
+        if attributes.same_site == SameSite::Strict {
+            attributes.same_site = SameSite::Lax;
+        }
+        attributes
+    }
+
     pub fn is_ours(&self, name: &[u8]) -> bool {
         crate::session::chunks::is_session_cookie(name, &self.session_name)
             || name.starts_with(self.login_prefix.as_bytes())

@@ -48,6 +48,19 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
     }
 }
 
+/// [`under_prefix`] with ASCII letters compared ignoring case (prefixes are
+/// ASCII: see [`is_normalized_pattern`]).
+pub fn under_prefix_ignoring_case(path: &str, prefix: &str) -> bool {
+    let base = prefix.trim_end_matches('/').as_bytes();
+    let path = path.as_bytes();
+    match path.get(..base.len()) {
+        Some(head) if head.eq_ignore_ascii_case(base) => {
+            matches!(path.get(base.len()), None | Some(b'/'))
+        }
+        _ => false,
+    }
+}
+
 /// A configured path is accepted only in the form [`normalize_path`] produces and
 /// without characters that would be percent-encoded on the wire, so it can
 /// never differ from the normalized request path it is compared with by spelling.
@@ -146,5 +159,12 @@ mod tests {
         assert!(!under_prefix("/administrator", "/admin"));
         assert!(!under_prefix("/", "/admin/"));
         assert!(under_prefix("/anything", "/"));
+        assert!(under_prefix_ignoring_case("/Admin", "/admin/"));
+        assert!(under_prefix_ignoring_case("/ADMIN/x", "/admin"));
+        assert!(under_prefix_ignoring_case("/admin/", "/Admin/"));
+        assert!(!under_prefix_ignoring_case("/Administrator", "/admin/"));
+        assert!(!under_prefix_ignoring_case("/", "/admin/"));
+        assert!(!under_prefix_ignoring_case("/adm", "/admin/"));
+        assert!(under_prefix_ignoring_case("/anything", "/"));
     }
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::public_paths::under_prefix;
+use super::public_paths::{under_prefix, under_prefix_ignoring_case};
 use crate::config::ClaimPath;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,12 +117,34 @@ impl Authorization {
         self.default == Policy::Deny || !self.rules.is_empty()
     }
 
+    /// Decides twice, with paths compared exactly and ignoring case, and allows
+    /// only what both allow: a case-insensitive upstream serves `/Admin/x` as
+    /// `/admin/x`, so a restricting rule must cover it, while a rule that opens
+    /// a path under `default: deny` must not open its other spellings.
     pub fn decide(&self, target: &Target<'_>, claims: &Map<String, Value>) -> Result<(), Denial> {
+        self.decide_as(target, claims, false)?;
+        if self.rules.is_empty() {
+            return Ok(());
+        }
+        let folded = fold_case(target.path);
+        let folded = Target {
+            path: &folded,
+            ..*target
+        };
+        self.decide_as(&folded, claims, true)
+    }
+
+    fn decide_as(
+        &self,
+        target: &Target<'_>,
+        claims: &Map<String, Value>,
+        ignore_case: bool,
+    ) -> Result<(), Denial> {
         let Some((index, rule)) = self
             .rules
             .iter()
             .enumerate()
-            .find(|(_, rule)| rule.matches(target))
+            .find(|(_, rule)| rule.matches(target, ignore_case))
         else {
             return match self.default {
                 Policy::Allow => Ok(()),
@@ -137,8 +159,14 @@ impl Authorization {
 }
 
 impl Rule {
-    fn matches(&self, target: &Target<'_>) -> bool {
-        under_prefix(target.path, &self.path_prefix)
+    /// With `ignore_case`, `target.path` comes from [`fold_case`].
+    fn matches(&self, target: &Target<'_>, ignore_case: bool) -> bool {
+        let under = if ignore_case {
+            under_prefix_ignoring_case(target.path, &self.path_prefix)
+        } else {
+            under_prefix(target.path, &self.path_prefix)
+        };
+        under
             && (self.methods.is_empty()
                 || self
                     .methods
@@ -149,6 +177,12 @@ impl Rule {
                     .authority
                     .is_some_and(|a| host_matches(&self.hosts, a)))
     }
+}
+
+/// A path as a case-insensitive server may read it: upper- then lower-cased,
+/// so characters with several cases (`ſ`, the Kelvin sign) meet their ASCII twins.
+fn fold_case(path: &str) -> String {
+    path.to_uppercase().to_lowercase()
 }
 
 /// HEAD returns what GET would (headers, length), so a rule on GET covers it.
@@ -279,6 +313,69 @@ mod tests {
             open.decide(&target("GET", "/other"), &c),
             Err(Denial::Default)
         );
+    }
+
+    #[test]
+    fn restricting_rules_ignore_case() {
+        let mut admins = rule("/admin/");
+        admins.require.claims = vec![(path("groups"), vec![json!("admins")])];
+        let mut closed = rule("/internal");
+        closed.allow = false;
+        let a = authz(Policy::Allow, vec![admins, closed]);
+        let bob = claims(json!({"groups": ["users"]}));
+        let alice = claims(json!({"groups": ["admins"]}));
+        let missing = Err(Denial::MissingClaim {
+            rule: 0,
+            claim: "groups".into(),
+        });
+        for p in ["/Admin/users", "/ADMIN", "/aDmIn/x/", "/admin/x"] {
+            assert_eq!(a.decide(&target("GET", p), &bob), missing, "{p}");
+            assert_eq!(a.decide(&target("GET", p), &alice), Ok(()), "{p}");
+        }
+        assert_eq!(a.decide(&target("GET", "/Administrator"), &bob), Ok(()));
+        // The dotless ı upper-cases to I: some servers would read it as i.
+        for p in ["/INTERNAL", "/Internal/x", "/\u{131}nternal"] {
+            assert_eq!(
+                a.decide(&target("GET", p), &alice),
+                Err(Denial::RuleDenies(1)),
+                "{p}"
+            );
+        }
+        // Other letters with an ASCII twin when folded: the long s and the Kelvin sign.
+        let mut secret = rule("/secret/");
+        secret.allow = false;
+        let mut kv = rule("/kv/");
+        kv.allow = false;
+        let b = authz(Policy::Allow, vec![secret, kv]);
+        assert_eq!(
+            b.decide(&target("GET", "/\u{17f}ecret/a"), &alice),
+            Err(Denial::RuleDenies(0))
+        );
+        assert_eq!(
+            b.decide(&target("GET", "/\u{212a}v/a"), &alice),
+            Err(Denial::RuleDenies(1))
+        );
+        assert_eq!(b.decide(&target("GET", "/secretive"), &alice), Ok(()));
+    }
+
+    #[test]
+    fn opening_rules_under_default_deny_stay_exact() {
+        let open = authz(Policy::Deny, vec![rule("/docs/")]);
+        let c = claims(json!({"sub": "a"}));
+        assert_eq!(open.decide(&target("GET", "/docs/a"), &c), Ok(()));
+        assert_eq!(
+            open.decide(&target("GET", "/Docs/a"), &c),
+            Err(Denial::Default)
+        );
+        // A closed path inside an open one is closed in every spelling.
+        let mut closed = rule("/docs/drafts/");
+        closed.allow = false;
+        let both = authz(Policy::Deny, vec![closed, rule("/docs/")]);
+        assert_eq!(
+            both.decide(&target("GET", "/docs/DRAFTS/x"), &c),
+            Err(Denial::RuleDenies(0))
+        );
+        assert_eq!(both.decide(&target("GET", "/docs/published"), &c), Ok(()));
     }
 
     #[test]

@@ -29,6 +29,14 @@ pub(super) fn handle_request(request: &RequestHead) -> Next {
                 .with_header("allow", "POST"),
         ));
     }
+    // §2.5: the token comes as a form. Reading any other body as one would let
+    // a cross-site `text/plain` POST (no preflight) look like a logout.
+    if !is_form_urlencoded(request) {
+        return Next::Done(respond(bad_request(
+            400,
+            "the back-channel logout endpoint only accepts application/x-www-form-urlencoded",
+        )));
+    }
     Next::Wait(
         Box::new(Expect::LogoutTokenBody),
         Step::ReadBody {
@@ -83,12 +91,15 @@ pub(super) fn verify<R: CryptoRngCore>(
     };
     let verified = match verify_logout_token(token, &provider.jwks, &expect) {
         Ok(verified) => verified,
-        Err(LogoutTokenError::Jwt(JwtError::UnknownKid(_)))
-            if may_refetch_keys && provider.may_refetch_jwks(ctx.now) =>
+        Err(LogoutTokenError::Jwt(JwtError::UnknownKid(kid)))
+            if may_refetch_keys && provider.may_refetch_jwks_for(&kid, ctx.now) =>
         {
+            log::info!(
+                "logout token signed with unknown key {kid:?}: refetching the provider's keys"
+            );
             return Next::Wait(
                 Box::new(Expect::LogoutTokenJwks(token.to_string())),
-                Step::RefetchJwks,
+                Step::RefetchJwks { kid },
             );
         }
         Err(err) => {
@@ -143,6 +154,69 @@ pub(super) fn done(count: usize) -> Step {
     })
 }
 
+/// Exactly one `Content-Type`, whose media type (parameters aside, in any case)
+/// is `application/x-www-form-urlencoded`.
+fn is_form_urlencoded(request: &RequestHead) -> bool {
+    let mut values = request
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "content-type")
+        .map(|(_, value)| value.as_slice());
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let media_type = value.split(|&b| b == b';').next().unwrap_or_default();
+    media_type
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+}
+
 fn bad_request(status: u16, description: &str) -> LocalResponse {
     pages::json_error(status, "invalid_request", description)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_content_types(values: &[&[u8]]) -> RequestHead {
+        RequestHead {
+            method: "POST".to_string(),
+            headers: values
+                .iter()
+                .map(|v| ("content-type".to_string(), v.to_vec()))
+                .collect(),
+            ..RequestHead::default()
+        }
+    }
+
+    #[test]
+    fn only_a_form_is_read() {
+        for ok in [
+            &b"application/x-www-form-urlencoded"[..],
+            b"Application/X-WWW-Form-URLEncoded",
+            b"application/x-www-form-urlencoded; charset=UTF-8",
+            b" application/x-www-form-urlencoded ;charset=utf-8",
+        ] {
+            assert!(
+                is_form_urlencoded(&with_content_types(&[ok])),
+                "{}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        let form: &[u8] = b"application/x-www-form-urlencoded";
+        let bad: [&[&[u8]]; 8] = [
+            &[],
+            &[b"text/plain"],
+            &[b"application/json"],
+            &[b"multipart/form-data; boundary=x"],
+            &[b"application/x-www-form-urlencoded-not"],
+            &[b"application/x-www-form-urlencoded\xff"],
+            &[b""],
+            &[form, form],
+        ];
+        for bad in bad {
+            assert!(!is_form_urlencoded(&with_content_types(bad)), "{bad:?}");
+        }
+    }
 }

@@ -49,6 +49,7 @@ pub(super) fn authenticate<R: CryptoRngCore>(
     }
     let expect = AccessTokenExpectations {
         issuer: &config.issuer,
+        client_id: &config.client_id,
         audiences: &config.access.bearer.audiences,
         allowed_algorithms: &config.allowed_algorithms,
         now: ctx.now,
@@ -57,12 +58,15 @@ pub(super) fn authenticate<R: CryptoRngCore>(
     match verify_access_token(&bearer.token, &provider.jwks, &expect) {
         Ok(token) => Next::Done(admit(ctx, &bearer, token.sub.as_deref(), &token.claims)),
         Err(AccessTokenError::Jwt(JwtError::UnknownKid(kid)))
-            if may_refetch_keys && provider.may_refetch_jwks(ctx.now) =>
+            if may_refetch_keys && provider.may_refetch_jwks_for(&kid, ctx.now) =>
         {
             log::info!(
                 "access token signed with unknown key {kid:?}: refetching the provider's keys"
             );
-            Next::Wait(Box::new(Expect::BearerJwks(bearer)), Step::RefetchJwks)
+            Next::Wait(
+                Box::new(Expect::BearerJwks(bearer)),
+                Step::RefetchJwks { kid },
+            )
         }
         Err(err) => {
             log::info!("bearer token refused: {err}");

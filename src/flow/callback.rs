@@ -8,7 +8,7 @@ use super::{
     Expect, Next, RequestHead, Respond, Step, StoreWrite,
 };
 use crate::crypto;
-use crate::http::cookies;
+use crate::http::cookies::{self, SameSite};
 use crate::http::pages::{self, LocalResponse};
 use crate::http::paths;
 use crate::oidc::id_token::{verify_id_token, IdTokenError, IdTokenExpectations, NonceCheck};
@@ -219,10 +219,13 @@ pub(super) fn finish_login<R: CryptoRngCore>(
     let id_token = match verify_id_token(raw_id_token, &provider.jwks, &expect) {
         Ok(verified) => verified,
         Err(IdTokenError::Jwt(JwtError::UnknownKid(kid)))
-            if may_refetch_keys && provider.may_refetch_jwks(ctx.now) =>
+            if may_refetch_keys && provider.may_refetch_jwks_for(&kid, ctx.now) =>
         {
             log::info!("ID token signed with unknown key {kid:?}: refetching the provider's keys");
-            return Next::Wait(Box::new(Expect::Jwks(cb, tokens)), Step::RefetchJwks);
+            return Next::Wait(
+                Box::new(Expect::Jwks(cb, tokens)),
+                Step::RefetchJwks { kid },
+            );
         }
         Err(err) => {
             log::warn!("ID token rejected: {err}");
@@ -247,6 +250,7 @@ pub(super) fn finish_login<R: CryptoRngCore>(
         last_seen: now,
         access_token: tokens.access_token,
         access_token_expires_at: tokens.expires_in.map(|s| now.saturating_add(s)),
+        access_token_lifetime: tokens.expires_in,
         refresh_token: tokens.refresh_token,
         id_token: tokens.id_token.filter(|_| keep_id_token),
         claims,
@@ -262,7 +266,15 @@ pub(super) fn finish_login<R: CryptoRngCore>(
         session: Box::new(session),
     });
 
-    let mut response = pages::redirect(&cb.login.return_to);
+    // A redirect would continue the provider's cross-site navigation, and
+    // browsers send no `Strict` cookie along it: the new session would look
+    // absent and the login start over, forever. A page of our own that moves on
+    // makes the next request same-site.
+    let mut response = if config.cookies.attributes.same_site == SameSite::Strict {
+        pages::continue_page(&cb.login.return_to)
+    } else {
+        pages::redirect(&cb.login.return_to)
+    };
     response
         .headers
         .push(expire_cookie(config, &cb.cookie_name));

@@ -127,7 +127,7 @@ pub(super) fn with_deny_list<R: CryptoRngCore>(
         if !forward
             .writes
             .iter()
-            .any(|w| matches!(w, StoreWrite::Put { .. }))
+            .any(|w| matches!(w, StoreWrite::Put { .. } | StoreWrite::Update { .. }))
         {
             forward.writes.push(StoreWrite::Put { key, session });
         }
@@ -225,7 +225,10 @@ fn cookie_headers<R: CryptoRngCore>(
     let session = match last {
         None | Some(StoreWrite::ReleaseRefresh { .. }) => return Some(Vec::new()),
         Some(StoreWrite::Delete { .. }) => return Some(chunks::expire_headers(&jar.names, attrs)),
-        Some(StoreWrite::Put { session, .. }) => session,
+        // A cookie session exists as long as the browser sends it; one that
+        // was logged out meanwhile is refused by the deny-list, since the
+        // session keeps its creation time.
+        Some(StoreWrite::Put { session, .. } | StoreWrite::Update { session, .. }) => session,
         Some(StoreWrite::Touch { at, .. }) => match &jar.session {
             Some(opened) => {
                 let mut touched = opened.clone();

@@ -92,7 +92,7 @@ pub(super) fn forward_with_session<R: CryptoRngCore>(
 /// The edits every forwarded request gets, authenticated or not: identity headers
 /// only the filter may set are removed, and the filter's cookies stay here.
 pub(super) fn strip_request(config: &Config, request: &RequestHead) -> Forward {
-    let remove_headers = config.identity_headers().map(str::to_string).collect();
+    let remove_headers = headers_to_remove(config.identity_headers(), request);
     let has_ours = cookies::parse_cookies(request.cookie_headers())
         .iter()
         .any(|(name, _)| config.cookies.is_ours(name.as_bytes()));
@@ -107,5 +107,92 @@ pub(super) fn strip_request(config: &Config, request: &RequestHead) -> Forward {
         cookie,
         response_headers: Vec::new(),
         writes: Vec::new(),
+    }
+}
+
+/// The identity headers themselves and every request header that an upstream
+/// could read as one: many (CGI, WSGI, Rack, PHP) fold `_` into `-` and ignore
+/// case, so `X_Auth_Request_User` would pass for `x-auth-request-user`. Names
+/// are the request's own, so the host removes exactly those.
+pub(super) fn headers_to_remove<'a>(
+    identity: impl Iterator<Item = &'a str>,
+    request: &RequestHead,
+) -> Vec<String> {
+    let mut names: Vec<String> = identity.map(str::to_ascii_lowercase).collect();
+    let configured = names.len();
+    for (name, _) in &request.headers {
+        if names[..configured].iter().any(|id| same_header(name, id)) && !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// Equal ignoring ASCII case, with `_` read as `-`.
+fn same_header(a: &str, b: &str) -> bool {
+    let fold = |c: u8| match c {
+        b'_' => b'-',
+        c => c.to_ascii_lowercase(),
+    };
+    a.len() == b.len() && a.bytes().map(fold).eq(b.bytes().map(fold))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(names: &[&str]) -> RequestHead {
+        RequestHead {
+            method: "GET".to_string(),
+            target: b"/".to_vec(),
+            authority: None,
+            headers: names
+                .iter()
+                .map(|n| (n.to_string(), b"x".to_vec()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_an_identity_header_is_removed() {
+        let identity = [
+            "x-auth-request-user",
+            "authorization",
+            "x-auth-request-claims",
+        ];
+        let req = request(&[
+            "x_auth_request_user",
+            "x-auth_request-user",
+            "X_AUTH_REQUEST_USER",
+            "x-auth-request-user",
+            "x-auth-request-user",
+            "x_auth_request_claims",
+            "authorization",
+            "x-auth-request-username",
+            "x-auth-request",
+            "accept",
+            "x_forwarded_for",
+        ]);
+        let removed = headers_to_remove(identity.iter().copied(), &req);
+        assert_eq!(
+            removed,
+            [
+                "x-auth-request-user",
+                "authorization",
+                "x-auth-request-claims",
+                "x_auth_request_user",
+                "x-auth_request-user",
+                "X_AUTH_REQUEST_USER",
+                "x_auth_request_claims",
+            ]
+        );
+    }
+
+    #[test]
+    fn header_names_compare_as_upstreams_read_them() {
+        assert!(same_header("x_a-b", "X-A_B"));
+        assert!(!same_header("x-ab", "x-a-b"));
+        assert!(!same_header("x-a", "x-a "));
+        assert!(!same_header("x.a", "x-a"));
     }
 }

@@ -7,7 +7,7 @@ use crate::http::cookies;
 use crate::http::pages;
 use crate::http::paths;
 use crate::oidc::pkce;
-use crate::session::login::LoginState;
+use crate::session::login::{self as login_state, LoginState};
 
 /// Logins in flight per browser before older login cookies are dropped, so a
 /// redirect loop cannot fill the browser's cookie jar.
@@ -31,7 +31,7 @@ pub(super) fn start_login<R: CryptoRngCore>(
         "GET" | "HEAD" => paths::same_origin_return_target(&request.target),
         _ => None,
     }
-    .unwrap_or_else(|| "/".to_string());
+    .map_or_else(|| "/".to_string(), login_state::bounded_return_to);
 
     let login = LoginState::new(return_to, ctx.now, ctx.rng);
     let cookie_name = LoginState::cookie_name(&config.cookies.login_prefix, &login.state);
@@ -70,7 +70,7 @@ pub(super) fn start_login<R: CryptoRngCore>(
             &cookie_name,
             &sealed,
             Some(config.login_timeout),
-            &config.cookies.attributes,
+            &config.cookies.login_attributes(),
         ),
     ));
     log::debug!("no session: redirecting to the provider to log in");

@@ -117,9 +117,11 @@ pub enum Step {
         value: Vec<u8>,
         then: Box<Step>,
     },
-    /// Fetch the provider's JWKS again, share it, then call
+    /// A token names the unknown key `kid`: fetch the provider's JWKS again
+    /// (unless [`crate::provider::KidRefetches`] says another worker just did or
+    /// the `kid` is known to be unknown), share it, then call
     /// [`RequestFlow::handle_jwks_refreshed`].
-    RefetchJwks,
+    RefetchJwks { kid: String },
 }
 
 #[derive(Debug, Default)]
@@ -144,6 +146,12 @@ pub struct Respond {
 pub enum StoreWrite {
     /// Create or replace a session (a new login, refreshed tokens).
     Put {
+        key: SessionKey,
+        session: Box<Session>,
+    },
+    /// Replace a session that still exists (refreshed tokens). A session
+    /// deleted meanwhile (logout, back-channel logout, the sweep) stays deleted.
+    Update {
         key: SessionKey,
         session: Box<Session>,
     },
@@ -220,6 +228,7 @@ enum Expect {
     DenyList(Box<cookie_store::Pending>),
     RefreshClaim(refresh::Refresh),
     RefreshResponse(refresh::Refresh),
+    RefreshJwks(refresh::Refresh, TokenResponse),
     LogoutTokenBody,
     LogoutTokenJwks(String),
     LogoutTokenRecorded(backchannel::LogoutTarget),
@@ -460,6 +469,10 @@ impl RequestFlow {
                 let next = backchannel::verify(ctx, &token, false);
                 self.finish_or(ctx, next)
             }
+            Expect::RefreshJwks(refresh, tokens) => {
+                let next = refresh::apply_tokens(ctx, refresh, tokens, false);
+                self.finish_or(ctx, next)
+            }
             other => self.unexpected(ctx, other, "refetched keys"),
         }
     }
@@ -521,6 +534,7 @@ impl Expect {
             Expect::Introspection(_) => "Introspection",
             Expect::RefreshClaim(_) => "RefreshClaim",
             Expect::RefreshResponse(_) => "RefreshResponse",
+            Expect::RefreshJwks(..) => "RefreshJwks",
             Expect::LogoutTokenBody => "LogoutTokenBody",
             Expect::LogoutTokenJwks(_) => "LogoutTokenJwks",
             Expect::LogoutTokenRecorded(_) => "LogoutTokenRecorded",
@@ -550,9 +564,14 @@ fn session_id(config: &Config, request: &RequestHead) -> Option<SessionId> {
 
 /// The `Set-Cookie` that deletes one of our cookies.
 fn expire_cookie(config: &Config, name: &str) -> (String, String) {
+    let attributes = if name.starts_with(&config.cookies.login_prefix) {
+        config.cookies.login_attributes()
+    } else {
+        config.cookies.attributes.clone()
+    };
     (
         "set-cookie".to_string(),
-        cookies::set_cookie(name, "", Some(0), &config.cookies.attributes),
+        cookies::set_cookie(name, "", Some(0), &attributes),
     )
 }
 

@@ -4,6 +4,10 @@
 //! The request that finds the access token (nearly) expired claims the refresh
 //! in the store; requests that lose the claim go on with the still-valid token
 //! or, when it already expired, are asked to retry in a second.
+//!
+//! The provider may rotate the refresh token with every answer and refuse the
+//! old one from then on, so a refresh token it issued is never dropped, and the
+//! answer only updates a session that still exists (a logout meanwhile wins).
 
 use rand_core::CryptoRngCore;
 
@@ -12,8 +16,9 @@ use super::{
     respond, Callout, CalloutOutcome, Context, Expect, Next, RequestHead, Respond, Step, StoreWrite,
 };
 use crate::http::pages;
-use crate::oidc::id_token::{verify_id_token, IdTokenExpectations, NonceCheck};
-use crate::oidc::token::{self, ClientCredentials, TokenError};
+use crate::oidc::id_token::{verify_id_token, IdTokenError, IdTokenExpectations, NonceCheck};
+use crate::oidc::jwt::JwtError;
+use crate::oidc::token::{self, ClientCredentials, TokenError, TokenResponse};
 use crate::session::{Session, SessionKey};
 
 /// A request waiting on its session's refresh.
@@ -33,8 +38,10 @@ pub(super) fn start<R: CryptoRngCore>(
     if session.refresh_in_progress(ctx.now) {
         return Next::Done(someone_else_refreshes(ctx, &request, &session, &key));
     }
-    // Long enough for the callout to time out and the answer to be stored.
-    let until = ctx.now + ctx.config.callout_timeout_ms.div_ceil(1000) + 2;
+    // Long enough for the token callout and a keys refetch to time out and the
+    // answer to be stored: a lapsed claim would let another worker spend the
+    // refresh token this one already sent.
+    let until = ctx.now + 2 * ctx.config.callout_timeout_ms.div_ceil(1000) + 2;
     let step = Step::ClaimRefresh {
         key: key.clone(),
         until,
@@ -69,6 +76,7 @@ pub(super) fn claimed<R: CryptoRngCore>(
         return Next::Done(forward_or_fail(
             ctx,
             &refresh,
+            None,
             "provider metadata is not loaded",
         ));
     };
@@ -100,6 +108,7 @@ pub(super) fn handle_response<R: CryptoRngCore>(
             return Next::Done(forward_or_fail(
                 ctx,
                 &refresh,
+                None,
                 "the identity provider could not be reached",
             ));
         }
@@ -118,13 +127,23 @@ pub(super) fn handle_response<R: CryptoRngCore>(
                     return Next::Done(forward_or_fail(
                         ctx,
                         &refresh,
+                        None,
                         "the identity provider refused to refresh it",
                     ));
                 }
             }
         }
     };
+    apply_tokens(ctx, refresh, tokens, true)
+}
 
+/// Checks the refreshed ID token, if any, and stores the new tokens.
+pub(super) fn apply_tokens<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    refresh: Refresh,
+    tokens: TokenResponse,
+    may_refetch_keys: bool,
+) -> Next {
     let config = ctx.config;
     let now = ctx.now;
     let mut session = refresh.session.clone();
@@ -158,11 +177,28 @@ pub(super) fn handle_response<R: CryptoRngCore>(
                 log::warn!("refreshed ID token names another subject: session ended");
                 return Next::Done(end_session(ctx, &refresh.request, refresh.key));
             }
+            Err(IdTokenError::Jwt(JwtError::UnknownKid(kid)))
+                if may_refetch_keys && provider.may_refetch_jwks_for(&kid, now) =>
+            {
+                log::info!(
+                    "refreshed ID token signed with unknown key {kid:?}: refetching the provider's keys"
+                );
+                return Next::Wait(
+                    Box::new(Expect::RefreshJwks(refresh, tokens)),
+                    Step::RefetchJwks { kid },
+                );
+            }
             Err(err) => {
-                log::warn!("refreshed ID token rejected: {err}");
+                // The provider has spent the old refresh token: keep the new one
+                // so the next try works. The new access token is not used: what
+                // came with an invalid ID token is not trusted to go upstream.
+                log::warn!(
+                    "refreshed ID token rejected: {err}; keeping only the new refresh token"
+                );
                 return Next::Done(forward_or_fail(
                     ctx,
                     &refresh,
+                    tokens.refresh_token,
                     "its new ID token was invalid",
                 ));
             }
@@ -170,6 +206,7 @@ pub(super) fn handle_response<R: CryptoRngCore>(
     }
     session.access_token = tokens.access_token;
     session.access_token_expires_at = tokens.expires_in.map(|s| now.saturating_add(s));
+    session.access_token_lifetime = tokens.expires_in;
     if tokens.refresh_token.is_some() {
         session.refresh_token = tokens.refresh_token;
     }
@@ -182,7 +219,7 @@ pub(super) fn handle_response<R: CryptoRngCore>(
         forward
             .writes
             .retain(|w| !matches!(w, StoreWrite::Touch { .. }));
-        forward.writes.push(StoreWrite::Put {
+        forward.writes.push(StoreWrite::Update {
             key: refresh.key,
             session: Box::new(session),
         });
@@ -207,14 +244,27 @@ fn someone_else_refreshes<R: CryptoRngCore>(
 
 /// A refresh that failed for a reason that may pass: the still-valid token is
 /// used and a later request retries; an expired one ends in the error page
-/// (the session is kept, so reloading retries).
+/// (the session is kept, so reloading retries). A refresh token the provider
+/// issued all the same replaces the one it spent.
 fn forward_or_fail<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
     refresh: &Refresh,
+    new_refresh_token: Option<String>,
     why: &str,
 ) -> Step {
-    let release = StoreWrite::ReleaseRefresh {
-        key: refresh.key.clone(),
+    let release = match new_refresh_token {
+        Some(refresh_token) => {
+            let mut session = refresh.session.clone();
+            session.refresh_token = Some(refresh_token);
+            session.refreshing_until = None;
+            StoreWrite::Update {
+                key: refresh.key.clone(),
+                session: Box::new(session),
+            }
+        }
+        None => StoreWrite::ReleaseRefresh {
+            key: refresh.key.clone(),
+        },
     };
     if refresh.session.access_token_valid(ctx.now) {
         let mut step = forward_with_session(ctx, &refresh.request, &refresh.session, &refresh.key);

@@ -18,6 +18,7 @@ use crate::session::deny_list::{DenyList, DENY_LIST_KEY};
 use crate::session::Session;
 
 mod api;
+mod requests;
 
 const NOW: u64 = 1_800_000_000;
 const ISSUER: &str = "https://idp.example";
@@ -87,6 +88,7 @@ fn provider(idp: &Idp) -> Provider {
         metadata,
         jwks: Jwks::parse(idp.jwks_json().as_bytes()).unwrap(),
         jwks_fetched_at: NOW - 3600,
+        kid_refetches: Default::default(),
     }
 }
 
@@ -302,6 +304,11 @@ fn apply(store: &mut HashMap<String, Vec<u8>>, writes: Vec<StoreWrite>) {
         match write {
             StoreWrite::Put { key, session } => {
                 store.insert(key.as_str().to_string(), session.encode());
+            }
+            StoreWrite::Update { key, session } => {
+                if store.contains_key(key.as_str()) {
+                    store.insert(key.as_str().to_string(), session.encode());
+                }
             }
             StoreWrite::Touch { key, at } => {
                 if let Some(mut session) = store.get(key.as_str()).and_then(|v| Session::decode(v))
@@ -738,7 +745,10 @@ fn an_unknown_kid_refetches_keys_once_then_validates() {
         200,
         &token_body(&rotated.id_token(valid_claims(&login.nonce))),
     );
-    assert!(matches!(step, Step::RefetchJwks), "{step:?}");
+    assert!(
+        matches!(&step, Step::RefetchJwks { kid } if kid == "new"),
+        "{step:?}"
+    );
 
     rp.provider = Some(provider(&rotated));
     let (mut ctx, _, _) = rp.ctx();
@@ -749,11 +759,27 @@ fn an_unknown_kid_refetches_keys_once_then_validates() {
 }
 
 #[test]
+fn keys_fetched_on_schedule_just_now_are_refetched_for_a_new_kid() {
+    let old = Idp::new(1, "old");
+    let rotated = Idp::new(3, "new");
+    let mut rp = Rp::new(&old);
+    rp.provider.as_mut().unwrap().jwks_fetched_at = NOW;
+    let login = start(&mut rp, "/");
+    let (mut flow, _) = callback(&mut rp, &login, "c");
+    let step = rp.callout_response(
+        &mut flow,
+        200,
+        &token_body(&rotated.id_token(valid_claims(&login.nonce))),
+    );
+    assert!(matches!(step, Step::RefetchJwks { .. }), "{step:?}");
+}
+
+#[test]
 fn keys_are_not_refetched_again_and_again() {
     let old = Idp::new(1, "old");
     let rotated = Idp::new(3, "new");
     let mut rp = Rp::new(&old);
-    rp.provider.as_mut().unwrap().jwks_fetched_at = NOW - 1;
+    rp.provider.as_mut().unwrap().kid_refetches.last_at = Some(NOW - 1);
     let login = start(&mut rp, "/");
     let (mut flow, _) = callback(&mut rp, &login, "c");
     let step = rp.callout_response(
@@ -1077,6 +1103,134 @@ fn a_refreshed_id_token_for_another_subject_ends_the_session() {
     assert!(rp.store.is_empty());
 }
 
+/// Logs in with a token living `expires_in`, lets it near its end and sends
+/// the request that starts the refresh: its flow waits for the token answer.
+fn start_refresh(rp: &mut Rp, idp: &Idp, expires_in: u64) -> (String, RequestFlow) {
+    let session = login_with_expiry(rp, idp, expires_in);
+    rp.now += expires_in - 10;
+    let mut flow = RequestFlow::new();
+    let step = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
+    assert!(matches!(step, Step::Callout(_)), "{step:?}");
+    (session, flow)
+}
+
+#[test]
+fn a_refreshed_id_token_signed_with_a_new_key_refetches_the_keys() {
+    let old = Idp::new(1, "k1");
+    let rotated = Idp::new(3, "k2");
+    let mut rp = Rp::new(&old);
+    let (session, mut flow) = start_refresh(&mut rp, &old, 300);
+    let body = short_lived_token_body(
+        &rotated.id_token(refreshed_claims("alice", rp.now)),
+        "rt-2",
+        300,
+    );
+    let step = rp.callout_response(&mut flow, 200, &body);
+    assert!(
+        matches!(&step, Step::RefetchJwks { kid } if kid == "k2"),
+        "{step:?}"
+    );
+    rp.provider = Some(provider(&rotated));
+    let (mut ctx, _, _) = rp.ctx();
+    let step = flow.handle_jwks_refreshed(&mut ctx);
+    let step = rp.run(&mut flow, step);
+    assert_eq!(authorization(&step), Some("Bearer at-rt-2"));
+    assert_eq!(stored_session(&rp).refresh_token.as_deref(), Some("rt-2"));
+    assert_eq!(
+        authorization(&rp.get("/", &session)),
+        Some("Bearer at-rt-2")
+    );
+}
+
+#[test]
+fn an_invalid_refreshed_id_token_keeps_the_new_refresh_token() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let (_, mut flow) = start_refresh(&mut rp, &idp, 300);
+    let mut claims = refreshed_claims("alice", rp.now);
+    claims["aud"] = "someone-else".into();
+    let body = short_lived_token_body(&idp.id_token(claims), "rt-2", 300);
+    let step = rp.callout_response(&mut flow, 200, &body);
+    assert_eq!(
+        authorization(&step),
+        Some("Bearer at-rt-1"),
+        "the new access token is not used; the old one is still valid"
+    );
+    let stored = stored_session(&rp);
+    assert_eq!(
+        stored.refresh_token.as_deref(),
+        Some("rt-2"),
+        "the provider spent rt-1: rt-2 is kept"
+    );
+    assert_eq!(stored.access_token, "at-rt-1");
+    assert!(
+        !stored.refresh_in_progress(rp.now),
+        "the next request retries"
+    );
+
+    // The same once the old access token expired: an error page, rt-2 kept.
+    rp.store.clear();
+    let (_, mut flow) = start_refresh(&mut rp, &idp, 300);
+    rp.now += 20;
+    let mut claims = refreshed_claims("alice", rp.now);
+    claims["aud"] = "someone-else".into();
+    let body = short_lived_token_body(&idp.id_token(claims), "rt-3", 300);
+    assert_eq!(
+        response(rp.callout_response(&mut flow, 200, &body)).status,
+        502
+    );
+    assert_eq!(stored_session(&rp).refresh_token.as_deref(), Some("rt-3"));
+}
+
+#[test]
+fn a_token_living_no_longer_than_the_margin_is_refreshed_at_half_its_life() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(&idp, r#", "session": {"refresh_margin_seconds": 120}"#);
+    let session = login_with_expiry(&mut rp, &idp, 60);
+    for _ in 0..5 {
+        rp.now += 5;
+        assert_eq!(
+            authorization(&rp.get("/", &session)),
+            Some("Bearer at-rt-1"),
+            "not refreshed on every request"
+        );
+    }
+    rp.now += 6;
+    let mut flow = RequestFlow::new();
+    let step = rp.request(&mut flow, "GET", "/", &[("cookie", session.as_bytes())]);
+    assert!(matches!(step, Step::Callout(_)), "due at half its life");
+    let body = short_lived_token_body(&idp.id_token(refreshed_claims("alice", rp.now)), "rt-2", 60);
+    let _ = rp.callout_response(&mut flow, 200, &body);
+    assert_eq!(stored_session(&rp).access_token_lifetime, Some(60));
+    rp.now += 29;
+    assert_eq!(
+        authorization(&rp.get("/", &session)),
+        Some("Bearer at-rt-2"),
+        "the refreshed token, too, lives half its life before the next refresh"
+    );
+}
+
+#[test]
+fn a_session_logged_out_during_its_refresh_stays_logged_out() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    let (session, mut flow) = start_refresh(&mut rp, &idp, 300);
+    assert_eq!(response(rp.get("/oauth2/logout", &session)).status, 302);
+    assert!(rp.store.is_empty());
+
+    let body = short_lived_token_body(
+        &idp.id_token(refreshed_claims("alice", rp.now)),
+        "rt-2",
+        300,
+    );
+    let _ = rp.callout_response(&mut flow, 200, &body);
+    assert!(
+        rp.store.is_empty(),
+        "the refresh answer does not bring it back"
+    );
+    assert_eq!(response(rp.get("/", &session)).status, 302);
+}
+
 fn logout_token(idp: &Idp, change: impl FnOnce(&mut serde_json::Value)) -> String {
     let mut claims = serde_json::json!({
         "iss": ISSUER, "aud": "rp", "iat": NOW, "exp": NOW + 120, "jti": "jti-1",
@@ -1090,7 +1244,30 @@ fn logout_token(idp: &Idp, change: impl FnOnce(&mut serde_json::Value)) -> Strin
 fn post_logout_token(rp: &mut Rp, token: &str) -> LocalResponse {
     rp.body = Some(format!("logout_token={token}").into_bytes());
     let mut flow = RequestFlow::new();
-    response(rp.request(&mut flow, "POST", "/bcl", &[]))
+    response(rp.request(&mut flow, "POST", "/bcl", FORM))
+}
+
+const FORM: &[(&str, &[u8])] = &[("content-type", b"application/x-www-form-urlencoded")];
+
+#[test]
+fn a_logout_token_signed_with_a_new_key_refetches_the_keys() {
+    let old = Idp::new(1, "k1");
+    let rotated = Idp::new(3, "k2");
+    let mut rp = Rp::with_config(&old, r#", "backchannel_logout_path": "/bcl""#);
+    let _ = complete_login(&mut rp, &old, "/");
+    rp.body = Some(format!("logout_token={}", logout_token(&rotated, |_| {})).into_bytes());
+    let mut flow = RequestFlow::new();
+    let form: &[u8] = b"application/x-www-form-urlencoded";
+    let step = rp.request(&mut flow, "POST", "/bcl", &[("content-type", form)]);
+    assert!(
+        matches!(&step, Step::RefetchJwks { kid } if kid == "k2"),
+        "{step:?}"
+    );
+    rp.provider = Some(provider(&rotated));
+    let (mut ctx, _, _) = rp.ctx();
+    let step = flow.handle_jwks_refreshed(&mut ctx);
+    assert_eq!(response(rp.run(&mut flow, step)).status, 200);
+    assert!(rp.store.is_empty(), "the session ended");
 }
 
 #[test]
@@ -1173,10 +1350,27 @@ fn invalid_logout_tokens_are_refused_and_end_nothing() {
         );
         assert_eq!(rp.store.len(), 1, "{name} ended a session");
     }
+    for content_type in [
+        &b"text/plain"[..],
+        b"application/json",
+        b"multipart/form-data",
+    ] {
+        rp.body = Some(format!("logout_token={}", logout_token(&idp, |_| {})).into_bytes());
+        let mut flow = RequestFlow::new();
+        let answer =
+            response(rp.request(&mut flow, "POST", "/bcl", &[("content-type", content_type)]));
+        assert_eq!(answer.status, 400);
+        assert!(String::from_utf8_lossy(&answer.body).contains("x-www-form-urlencoded"));
+        assert_eq!(
+            rp.store.len(),
+            1,
+            "a valid token in another format ended a session"
+        );
+    }
     rp.body = Some(b"logout_token=a&logout_token=b".to_vec());
     let mut flow = RequestFlow::new();
     assert_eq!(
-        response(rp.request(&mut flow, "POST", "/bcl", &[])).status,
+        response(rp.request(&mut flow, "POST", "/bcl", FORM)).status,
         400
     );
     let mut flow = RequestFlow::new();

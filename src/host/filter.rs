@@ -9,7 +9,7 @@ use super::provider_fetch;
 use super::root::Shared;
 use crate::config::SessionStoreKind;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
-use crate::http::{framing, pages};
+use crate::http::{cache_control, framing, pages};
 use crate::provider::Provider;
 use crate::session::{deny_list, refresh_lease, shared_store};
 
@@ -17,7 +17,7 @@ use crate::session::{deny_list, refresh_lease, shared_store};
 enum Waiting {
     Nothing,
     Flow(u32),
-    Jwks(u32),
+    Jwks(u32, String),
 }
 
 pub struct Filter {
@@ -189,13 +189,12 @@ impl Filter {
                         }
                     }
                 }
-                Step::RefetchJwks => {
+                Step::RefetchJwks { kid } => {
                     let now = super::now(self);
                     let provider = self.shared.provider.borrow_mut().current(now);
+                    let data = &self.shared.store.data;
                     let sent = match provider {
-                        Some(provider)
-                            if provider_fetch::claim_jwks_refetch(&self.shared.store.data, now) =>
-                        {
+                        Some(provider) if provider_fetch::claim_jwks_refetch(data, &kid, now) => {
                             let callout = provider_fetch::jwks_callout(
                                 &self.shared.config,
                                 &provider.metadata,
@@ -206,7 +205,7 @@ impl Filter {
                     };
                     match sent {
                         Some(token) => {
-                            self.waiting = Waiting::Jwks(token);
+                            self.waiting = Waiting::Jwks(token, kid);
                             return self.pause();
                         }
                         None => self.with_context(|flow, ctx| flow.handle_jwks_refreshed(ctx)),
@@ -307,11 +306,11 @@ impl Context for Filter {
             Waiting::Flow(expected) if expected == token => {
                 self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
             }
-            Waiting::Jwks(expected) if expected == token => {
+            Waiting::Jwks(expected, kid) if expected == token => {
                 let now = super::now(self);
                 let data = &self.shared.store.data;
                 let stored = provider_fetch::expect_ok(outcome, "JWKS refetch")
-                    .and_then(|body| provider_fetch::store_refetched_jwks(data, now, &body));
+                    .and_then(|body| provider_fetch::store_refetched_jwks(data, &kid, now, &body));
                 match stored {
                     Ok(()) => self.shared.provider.borrow_mut().reload(now),
                     Err(reason) => log::warn!("keys could not be refetched: {reason}"),
@@ -355,7 +354,18 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in std::mem::take(&mut self.response_headers) {
+        let added = std::mem::take(&mut self.response_headers);
+        if cache_control::sets_cookie(&added) {
+            let upstream: Vec<Vec<u8>> = self
+                .get_http_response_headers_bytes()
+                .into_iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("cache-control"))
+                .map(|(_, value)| value)
+                .collect();
+            let merged = cache_control::make_private(&upstream);
+            self.set_http_response_header("cache-control", Some(&merged));
+        }
+        for (name, value) in added {
             self.add_http_response_header(&name, &value);
         }
         Action::Continue

@@ -104,11 +104,20 @@ pub fn record_success(
     metadata: ProviderMetadata,
     jwks: String,
 ) {
+    // A scheduled fetch does not reset the rate limit of refetches on unknown `kid`s.
+    let kid_refetches = data
+        .read(DOCUMENT_KEY)
+        .0
+        .as_deref()
+        .and_then(SharedProvider::decode)
+        .map(|previous| previous.kid_refetches)
+        .unwrap_or_default();
     let shared = SharedProvider {
         metadata,
         jwks,
         metadata_fetched_at: now,
         jwks_fetched_at: now,
+        kid_refetches,
     };
     if let Err(status) = data.write(DOCUMENT_KEY, &shared.encode(), None) {
         log::error!("provider document could not be shared: {status:?}");
@@ -125,26 +134,28 @@ pub fn record_success(
     );
 }
 
-/// Claims a keys refetch for every VM by moving `jwks_fetched_at` forward with
-/// compare-and-swap, so an unknown `kid` causes one fetch, not one per worker.
-pub fn claim_jwks_refetch(data: &HostSharedData, now: u64) -> bool {
+/// Claims a keys refetch for `kid` for every VM with compare-and-swap on the
+/// shared document, so an unknown `kid` causes one fetch, not one per worker.
+pub fn claim_jwks_refetch(data: &HostSharedData, kid: &str, now: u64) -> bool {
     let (value, cas) = data.read(DOCUMENT_KEY);
     let Some(mut shared) = value.as_deref().and_then(SharedProvider::decode) else {
         return false;
     };
-    let may = shared
-        .to_provider()
-        .is_some_and(|p| p.may_refetch_jwks(now));
-    if !may {
+    if !shared.kid_refetches.claim(kid, now) {
         return false;
     }
-    shared.jwks_fetched_at = now;
     data.write(DOCUMENT_KEY, &shared.encode(), cas).is_ok()
 }
 
-/// Replaces the shared keys after a refetch. Refuses a set that does not parse.
-pub fn store_refetched_jwks(data: &HostSharedData, now: u64, body: &[u8]) -> Result<(), String> {
-    Jwks::parse(body).map_err(|e| e.to_string())?;
+/// Replaces the shared keys after a refetch for `kid`. Refuses a set that does
+/// not parse. A failed refetch still counts against the rate limit.
+pub fn store_refetched_jwks(
+    data: &HostSharedData,
+    kid: &str,
+    now: u64,
+    body: &[u8],
+) -> Result<(), String> {
+    let parsed = Jwks::parse(body).map_err(|e| e.to_string())?;
     let jwks = String::from_utf8(body.to_vec()).map_err(|_| "JWKS is not UTF-8".to_string())?;
     for _ in 0..4 {
         let (value, cas) = data.read(DOCUMENT_KEY);
@@ -154,6 +165,7 @@ pub fn store_refetched_jwks(data: &HostSharedData, now: u64, body: &[u8]) -> Res
             .ok_or("no provider document to update")?;
         shared.jwks = jwks.clone();
         shared.jwks_fetched_at = now;
+        shared.kid_refetches.refetched(kid, &parsed, now);
         match data.write(DOCUMENT_KEY, &shared.encode(), cas) {
             Ok(()) => return Ok(()),
             Err(Status::CasMismatch) => continue,

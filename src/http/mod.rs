@@ -1,5 +1,6 @@
-//! Small pure HTTP helpers: cookies, paths and redirects, local pages.
+//! Small pure HTTP helpers: cookies, cache control, paths and redirects, local pages.
 
+pub mod cache_control;
 pub mod cookies;
 pub mod framing;
 pub mod pages;

@@ -62,6 +62,20 @@ pub fn confirm_logout_page(action: &str) -> LocalResponse {
     )
 }
 
+/// 200 with a page that moves on to `href` at once (meta refresh, and a link):
+/// the navigation then starts from our own origin, so `SameSite=Strict`
+/// cookies go with it. `href` must be a same-origin target the caller checked.
+pub fn continue_page(href: &str) -> LocalResponse {
+    let href = escape_html(href);
+    html_page(
+        200,
+        "Signed in",
+        &format!(
+            "<meta http-equiv=\"refresh\" content=\"0;url={href}\">\n<p><a href=\"{href}\">Continue</a></p>"
+        ),
+    )
+}
+
 /// 503 with `Retry-After: 1`; browsers reload by themselves after a second.
 pub fn retry_soon_page(detail: &str) -> LocalResponse {
     let mut page = html_page(
@@ -180,6 +194,20 @@ mod tests {
             "<p>state &quot;x&quot; &amp; &#39;y&#39; &lt;script&gt;alert(1)&lt;/script&gt;</p>"
         ));
         assert!(!body.contains("<script"));
+    }
+
+    #[test]
+    fn continue_page_moves_on_to_the_escaped_target() {
+        let r = continue_page("/a?x=\"><script>&y=1");
+        assert_eq!(r.status, 200);
+        assert_eq!(header(&r, "cache-control"), Some("no-store"));
+        assert_eq!(header(&r, "location"), None);
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains(
+            "<meta http-equiv=\"refresh\" content=\"0;url=/a?x=&quot;&gt;&lt;script&gt;&amp;y=1\">"
+        ));
+        assert!(body.contains("<a href=\"/a?x=&quot;&gt;&lt;script&gt;&amp;y=1\">Continue</a>"));
+        assert!(!body.contains("<script>"));
     }
 
     #[test]

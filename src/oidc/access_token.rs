@@ -9,6 +9,8 @@ use super::jwt::{verify_signature, Algorithm, JwtError};
 
 pub struct AccessTokenExpectations<'a> {
     pub issuer: &'a str,
+    /// Our client id: the audience of our ID tokens, which must not pass here.
+    pub client_id: &'a str,
     /// The token's `aud` must contain one of these. Empty accepts nothing.
     pub audiences: &'a [String],
     pub allowed_algorithms: &'a [Algorithm],
@@ -87,8 +89,9 @@ pub fn verify_access_token(
     let jwt = verify_signature(raw, jwks, expect.allowed_algorithms)?;
     // RFC 9068 types access tokens "at+jwt", but many providers send "JWT" or
     // nothing. Other explicit types (logout+jwt, …) are tokens of another kind.
+    let typed_access_token = jwt.typ.as_deref().is_some_and(|t| typ_is(t, "at+jwt"));
     if let Some(typ) = jwt.typ.as_deref() {
-        if is_explicit_type(typ) && !typ_is(typ, "at+jwt") {
+        if is_explicit_type(typ) && !typed_access_token {
             return Err(JwtError::WrongType(Some(log_safe(typ, 32))).into());
         }
     }
@@ -118,15 +121,37 @@ pub fn verify_access_token(
         return Err(AccessTokenError::WrongAudience);
     }
 
-    // An ID token for our own client has our client id as audience, which is
-    // also the default API audience; its nonce gives it away (the filter always
-    // sends one), so it cannot be replayed as an access token.
-    if claims.contains_key("nonce") {
+    if !typed_access_token && looks_like_id_token(&claims, &aud, expect.client_id) {
         return Err(JwtError::WrongType(Some("ID token".to_string())).into());
     }
 
     let sub = string_claim(&claims, "sub")?.map(str::to_owned);
     Ok(VerifiedAccessToken { sub, exp, claims })
+}
+
+/// An untyped token that is an ID token, not an access token. An ID token for
+/// our own client has our client id as audience, which is also the default API
+/// audience, and ID tokens leak (`id_token_hint` in logout URLs, an upstream
+/// sent the ID token), and one from a refresh need not carry the `nonce` that
+/// always gives one away. So with our client id as audience, a token is an
+/// access token only if it names what it grants or to whom (`scope`, `scp`,
+/// `client_id` as RFC 9068 requires, Okta's `cid`) and carries none of the
+/// claims only ID tokens carry (`at_hash`, `c_hash`, `s_hash`). RFC 9068
+/// `at+jwt` tokens are access tokens by their type, whatever their claims.
+fn looks_like_id_token(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    aud: &[&str],
+    client_id: &str,
+) -> bool {
+    let has = |name: &str| claims.contains_key(name);
+    if has("nonce") {
+        return true;
+    }
+    if !aud.contains(&client_id) {
+        return false;
+    }
+    let grants_something = has("scope") || has("scp") || has("client_id") || has("cid");
+    !grants_something || has("at_hash") || has("c_hash") || has("s_hash")
 }
 
 #[cfg(test)]
@@ -146,6 +171,7 @@ mod tests {
         let token = sign(Algorithm::RS256, &header(Some("rsa"), typ), claims);
         let expect = AccessTokenExpectations {
             issuer: ISS,
+            client_id: "rp",
             audiences,
             allowed_algorithms: &[Algorithm::RS256],
             now: NOW,
@@ -169,7 +195,11 @@ mod tests {
     }
 
     fn with(changes: Value) -> Value {
-        let mut claims = good_claims();
+        merged(good_claims(), changes)
+    }
+
+    /// `claims` with `changes` applied; a null removes the claim.
+    fn merged(mut claims: Value, changes: Value) -> Value {
         if let (Some(obj), Value::Object(changes)) = (claims.as_object_mut(), changes) {
             for (k, v) in changes {
                 if v.is_null() {
@@ -238,10 +268,77 @@ mod tests {
 
     #[test]
     fn id_tokens_are_not_access_tokens() {
+        let id_token = AccessTokenError::Jwt(JwtError::WrongType(Some("ID token".into())));
         assert_eq!(
             check_with(&with(json!({"nonce": "n"})), None, &apis()).unwrap_err(),
-            AccessTokenError::Jwt(JwtError::WrongType(Some("ID token".into())))
+            id_token
         );
+        // With our client id as audience (the default API audience), an ID
+        // token without nonce, e.g. from a refresh, is told by its other claims.
+        let ours = vec!["rp".to_string()];
+        let id_claims = |changes: Value| {
+            let id_token = with(json!({
+                "aud": "rp", "azp": "rp", "auth_time": NOW - 60,
+                "scope": null, "client_id": null, "jti": null
+            }));
+            merged(id_token, changes)
+        };
+        let refreshed = json!({
+            "iss": ISS, "sub": "alice", "aud": "rp", "iat": NOW, "exp": NOW + 3600,
+            "sid": "s1", "email": "alice@example.test"
+        });
+        for (name, claims) in [
+            ("a bare ID token from a refresh", refreshed),
+            ("auth_time and azp", id_claims(json!({}))),
+            (
+                "at_hash and a scope",
+                id_claims(json!({"at_hash": "x", "scope": "openid"})),
+            ),
+            (
+                "at_hash",
+                id_claims(json!({"at_hash": "x", "auth_time": null})),
+            ),
+            (
+                "c_hash",
+                id_claims(json!({"c_hash": "x", "auth_time": null})),
+            ),
+            (
+                "s_hash",
+                id_claims(json!({"s_hash": "x", "auth_time": null})),
+            ),
+        ] {
+            for typ in [None, Some("JWT")] {
+                assert_eq!(
+                    check_with(&claims, typ, &ours).unwrap_err(),
+                    id_token,
+                    "{name} {typ:?}"
+                );
+            }
+            // An RFC 9068 access token is one by its type.
+            assert!(check_with(&claims, Some("at+jwt"), &ours).is_ok(), "{name}");
+        }
+        // Access tokens for our client id with a scope are not ID tokens.
+        let scoped = id_claims(json!({"scope": "openid api"}));
+        assert!(check_with(&scoped, None, &ours).is_ok());
+        let scp = id_claims(json!({"scp": ["api"]}));
+        assert!(check_with(&scp, None, &ours).is_ok());
+        // For another audience, only the nonce counts: those are not our ID tokens.
+        let for_api =
+            with(json!({"azp": "rp", "auth_time": NOW - 60, "at_hash": "x", "scope": null}));
+        assert!(check_with(&for_api, None, &apis()).is_ok());
+    }
+
+    #[test]
+    fn okta_custom_authorization_server_tokens_pass() {
+        // What Okta's custom authorization servers send: no typ header,
+        // aud api://default, cid (client), scp (a list), uid.
+        let claims = json!({
+            "ver": 1, "jti": "AT.x", "iss": ISS, "aud": "api://default", "iat": NOW,
+            "exp": NOW + 3600, "cid": "rp", "uid": "00u1", "scp": ["openid", "email"],
+            "auth_time": NOW - 60, "sub": "alice@example.com"
+        });
+        let audiences = vec!["api://default".to_string()];
+        assert!(check_with(&claims, None, &audiences).is_ok());
     }
 
     #[test]
@@ -280,6 +377,7 @@ mod tests {
     fn garbage_never_panics() {
         let expect = AccessTokenExpectations {
             issuer: ISS,
+            client_id: "rp",
             audiences: &apis(),
             allowed_algorithms: &Algorithm::ALL,
             now: NOW,

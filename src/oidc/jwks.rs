@@ -79,6 +79,11 @@ impl Jwks {
         self.len() == 0
     }
 
+    /// Whether some key carries this `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|key| key.kid.as_deref() == Some(kid))
+    }
+
     pub(crate) fn keys(&self) -> &[VerificationKey] {
         &self.keys
     }

@@ -94,10 +94,12 @@ pub fn verify_logout_token(
     // 1. Encrypted logout tokens are not supported (a JWE is refused as malformed).
     // 2. Signature as for ID tokens: provider key, allow-listed algorithms only.
     let jwt = verify_signature(raw, jwks, expect.allowed_algorithms)?;
-    // §2.4 asks providers to type logout tokens; older ones send no typ, but any
-    // other type is some other token.
+    // §2.4 asks providers to type logout tokens, but §4.1 warns that requiring
+    // it breaks most deployments: no typ and RFC 7519's generic `JWT` are untyped
+    // tokens (real providers send them). Any other explicit type is some other
+    // token; `events` and the ban on `nonce` keep an ID token out.
     if let Some(typ) = jwt.typ.as_deref() {
-        if !typ_is(typ, "logout+jwt") {
+        if !typ_is(typ, "logout+jwt") && !typ_is(typ, "jwt") {
             return Err(JwtError::WrongType(Some(log_safe(typ, 32))).into());
         }
     }
@@ -221,10 +223,19 @@ mod tests {
         };
         assert_eq!(check(&good_claims()), Ok(want.clone()));
         assert_eq!(check_typ(&good_claims(), None), Ok(want.clone()));
-        assert_eq!(
-            check_typ(&good_claims(), Some("application/logout+jwt")),
-            Ok(want)
-        );
+        for typ in [
+            "application/logout+jwt",
+            "Logout+JWT",
+            "JWT",
+            "jwt",
+            "application/jwt",
+        ] {
+            assert_eq!(
+                check_typ(&good_claims(), Some(typ)),
+                Ok(want.clone()),
+                "{typ}"
+            );
+        }
         let token = sign(
             Algorithm::ES256,
             &header(Some("ec"), Some("logout+jwt")),
@@ -307,7 +318,14 @@ mod tests {
 
     #[test]
     fn other_token_types_are_refused() {
-        for typ in ["JWT", "at+jwt", "logout"] {
+        for typ in [
+            "at+jwt",
+            "logout",
+            "JOSE",
+            "application/at+jwt",
+            "jwt+logout",
+            "",
+        ] {
             assert_eq!(
                 check_typ(&good_claims(), Some(typ)),
                 Err(LogoutTokenError::Jwt(JwtError::WrongType(Some(typ.into()))))
@@ -317,6 +335,7 @@ mod tests {
         let id_token = json!({"iss": ISS, "aud": CLIENT, "iat": NOW, "exp": NOW + 60,
                               "sub": "alice", "nonce": "n"});
         assert!(check_typ(&id_token, None).is_err());
+        assert!(check_typ(&id_token, Some("JWT")).is_err());
     }
 
     #[test]
@@ -336,8 +355,8 @@ mod tests {
             "logout token must not contain a nonce claim"
         );
         assert_eq!(
-            LogoutTokenError::Jwt(JwtError::WrongType(Some("JWT".into()))).to_string(),
-            "logout token rejected: JWT type (typ header) \"JWT\" is not acceptable here"
+            LogoutTokenError::Jwt(JwtError::WrongType(Some("at+jwt".into()))).to_string(),
+            "logout token rejected: JWT type (typ header) \"at+jwt\" is not acceptable here"
         );
     }
 }

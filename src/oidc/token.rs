@@ -133,6 +133,9 @@ pub enum TokenError {
     /// The field is present but of the wrong JSON type or out of range.
     InvalidField(&'static str),
     NotBearer(String),
+    /// A token with characters other than visible ASCII: it goes into headers
+    /// (`Authorization`, cookies), where such bytes could split or corrupt them.
+    NotVisibleAscii(&'static str),
 }
 
 impl std::fmt::Display for TokenError {
@@ -159,6 +162,10 @@ impl std::fmt::Display for TokenError {
             Self::InvalidField(field) => {
                 write!(f, "token endpoint response field {field:?} is invalid")
             }
+            Self::NotVisibleAscii(field) => write!(
+                f,
+                "token endpoint response field {field:?} has characters other than visible ASCII"
+            ),
             Self::NotBearer(token_type) => {
                 write!(
                     f,
@@ -191,7 +198,18 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, T
         }
     };
 
-    let access_token = text("access_token")?
+    // Tokens go into headers: anything but visible ASCII (RFC 6749 VSCHAR
+    // without the space, which would split `Bearer <token>`) is refused.
+    let token = |field: &'static str| -> Result<Option<String>, TokenError> {
+        match text(field)? {
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                Err(TokenError::NotVisibleAscii(field))
+            }
+            other => Ok(other),
+        }
+    };
+
+    let access_token = token("access_token")?
         .filter(|t| !t.is_empty())
         .ok_or(TokenError::MissingField("access_token"))?;
     let token_type = text("token_type")?.ok_or(TokenError::MissingField("token_type"))?;
@@ -215,8 +233,8 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, T
     Ok(TokenResponse {
         access_token,
         expires_in,
-        refresh_token: text("refresh_token")?,
-        id_token: text("id_token")?,
+        refresh_token: token("refresh_token")?,
+        id_token: token("id_token")?,
         scope: text("scope")?,
     })
 }
@@ -395,6 +413,38 @@ mod tests {
                 TokenError::NotJson
             );
         }
+    }
+
+    #[test]
+    fn tokens_must_be_visible_ascii() {
+        for bad in [
+            "a\u{1}b",
+            "a b",
+            "a\r\nSet-Cookie: x=y",
+            "caf\u{e9}",
+            "a\u{7f}",
+            "\t",
+            "\u{2028}",
+        ] {
+            for field in ["access_token", "refresh_token", "id_token"] {
+                let mut body = json!({"access_token": "at", "token_type": "Bearer"});
+                body[field] = bad.into();
+                assert_eq!(
+                    ok(body).unwrap_err(),
+                    TokenError::NotVisibleAscii(field),
+                    "{field} {bad:?}"
+                );
+            }
+        }
+        let all_visible: String = (0x21u8..=0x7e).map(char::from).collect();
+        let r = ok(json!({"access_token": all_visible, "token_type": "Bearer",
+                          "refresh_token": "r~/+=", "id_token": "a.b.c"}))
+        .unwrap();
+        assert_eq!(r.access_token, all_visible);
+        assert_eq!(
+            TokenError::NotVisibleAscii("access_token").to_string(),
+            "token endpoint response field \"access_token\" has characters other than visible ASCII"
+        );
     }
 
     #[test]

@@ -276,6 +276,7 @@ mod tests {
             last_seen: created_at,
             access_token: "at".to_string(),
             access_token_expires_at: None,
+            access_token_lifetime: None,
             refresh_token: None,
             id_token: None,
             claims: Default::default(),

@@ -123,6 +123,7 @@ mod tests {
             last_seen: 1_800_000_000,
             access_token: "at-123".to_string(),
             access_token_expires_at: Some(1_800_003_600),
+            access_token_lifetime: None,
             refresh_token: Some("rt-1".to_string()),
             id_token: Some("x".repeat(id_token_len)),
             claims: serde_json::json!({"email": "alice@example.test"})

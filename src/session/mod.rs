@@ -30,6 +30,10 @@ pub struct Session {
     pub access_token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token_expires_at: Option<u64>,
+    /// The access token's lifetime as issued (`expires_in`), which bounds the
+    /// refresh margin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_lifetime: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,8 +75,15 @@ impl Session {
         }
     }
 
-    /// The access token expires within `margin` and can be refreshed.
+    /// The access token expires within `margin` and can be refreshed. The
+    /// margin is at most half the token's lifetime: a token that lives no
+    /// longer than the configured margin would otherwise be refreshed on
+    /// every request.
     pub fn refresh_due(&self, now: u64, margin: u64) -> bool {
+        let margin = match self.access_token_lifetime {
+            Some(lifetime) => margin.min(lifetime / 2),
+            None => margin,
+        };
         self.refresh_token.is_some()
             && self
                 .access_token_expires_at

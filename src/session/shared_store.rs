@@ -146,6 +146,12 @@ impl<D: SharedData> SessionStore<D> {
         for write in writes {
             match write {
                 StoreWrite::Put { key, session } => self.put(key, *session, &mut changes),
+                StoreWrite::Update { key, session } => {
+                    self.update_bucket(&key, |bucket| {
+                        *bucket.get_mut(&key)? = (*session).clone();
+                        Some(())
+                    });
+                }
                 StoreWrite::Touch { key, at } => {
                     self.update_bucket(&key, |bucket| {
                         let session = bucket.get_mut(&key)?;
@@ -496,6 +502,7 @@ mod tests {
             last_seen: created_at,
             access_token: format!("at-{sub}"),
             access_token_expires_at: Some(created_at + 300),
+            access_token_lifetime: None,
             refresh_token: Some("rt".to_string()),
             id_token: None,
             claims: Default::default(),
@@ -535,6 +542,31 @@ mod tests {
             store.end_sessions(&[IndexEntry::sub(ISSUER, "alice")]),
             0,
             "the index forgot it"
+        );
+    }
+
+    #[test]
+    fn an_update_after_a_refresh_never_brings_a_deleted_session_back() {
+        let store = store(100);
+        let update = |access_token: &str| {
+            let mut refreshed = session("alice", "s1", 10);
+            refreshed.access_token = access_token.to_string();
+            store.apply(vec![StoreWrite::Update {
+                key: key(1),
+                session: Box::new(refreshed),
+            }])
+        };
+        put(&store, 1, session("alice", "s1", 10));
+        assert_eq!(update("at-2").created, 0);
+        assert_eq!(load(&store, 1).unwrap().access_token, "at-2");
+
+        store.apply(vec![StoreWrite::Delete { key: key(1) }]);
+        update("at-3");
+        assert!(load(&store, 1).is_none(), "logged out meanwhile: stays out");
+        assert_eq!(
+            store.end_sessions(&[IndexEntry::sub(ISSUER, "alice")]),
+            0,
+            "and is not indexed again"
         );
     }
 

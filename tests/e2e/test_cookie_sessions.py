@@ -215,14 +215,16 @@ def test_the_cookie_store_refuses_bad_or_missing_keys(gateway, keys):
 
 
 def test_a_refresh_reissues_the_cookie(gateway, browser, idp_factory):
-    idp = idp_factory()
-    # A margin as long as the access token's life: every request refreshes.
-    gw = gateway(_idp=idp, **cookie_store([K1], refresh_margin_seconds=3600))
+    idp = idp_factory(env={"TTL_ACCESS_TOKEN": "6"})
+    # 6-second access tokens, refreshed once 3 s are left.
+    gw = gateway(_idp=idp, **cookie_store([K1], refresh_margin_seconds=3))
     alice = browser("alice")
     login(alice, gw.url("/"), "alice")
+    due = time.monotonic() + 3.5
     before = session_cookies(alice)
 
     refreshes = idp.token_requests("refresh_token")
+    time.sleep(max(0.0, due - time.monotonic()))
     r = alice.get(gw.url("/whoami"))
     assert r.status == 200 and r.json()["headers"]["x-auth-request-user"] == "alice", r
     assert idp.token_requests("refresh_token") == refreshes + 1

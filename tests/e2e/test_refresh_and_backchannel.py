@@ -26,10 +26,11 @@ BACKCHANNEL_PATH = "/oauth2/backchannel-logout"
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 SIGN_JWT = REPO / "tests" / "idp" / "sign-jwt.mjs"
 
-# Access tokens live 15 s at the IdP; with a 12 s margin the filter refreshes from 3 s on.
-SHORT_AT = {"TTL_ACCESS_TOKEN": "15"}
-REFRESH_SOON = {"refresh_margin_seconds": 12}
-DUE_AFTER = 3
+# Access tokens live 12 s at the IdP; with a 6 s margin (at most half the token's life) the
+# filter refreshes from 6 s on, while the old token stays valid for 6 s more.
+SHORT_AT = {"TTL_ACCESS_TOKEN": "12"}
+REFRESH_SOON = {"refresh_margin_seconds": 6}
+DUE_AFTER = 6
 
 
 # ----------------------------------------------------------------------------------------
@@ -376,7 +377,7 @@ def test_invalid_logout_tokens_are_refused_and_end_nothing(gateway, idp, browser
         "iat an hour ago": {"key": "idp", "header": typ, "claims": claims(iat=now - 3600, exp=now - 3480)},
         "expired": {"key": "idp", "header": typ, "claims": claims(iat=now - 200, exp=now - 120)},
         "iat in the future": {"key": "idp", "header": typ, "claims": claims(iat=now + 600, exp=now + 720)},
-        "typ JWT (an ID token's)": {"key": "idp", "header": {"typ": "JWT"}, "claims": claims()},
+        "typ at+jwt (an access token's)": {"key": "idp", "header": {"typ": "at+jwt"}, "claims": claims()},
     }
     signed = dict(zip(cases, sign_jwts(list(cases.values()))))
     signed["alg none"] = unsigned_jwt({"alg": "none", "typ": "logout+jwt"}, claims())

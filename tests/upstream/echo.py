@@ -9,11 +9,15 @@ Listens on 127.0.0.1:$PORT (default 9602) and answers every method and path with
      "body": "..."}
 
 Header values are decoded as ISO-8859-1, so arbitrary bytes survive (as \\u00XX escapes).
+
+The answer carries `Cache-Control: no-store`, unless the query has `cache_control=VALUE`:
+then VALUE (e.g. `public, max-age=600`), or no Cache-Control at all when VALUE is empty.
 """
 
 import json
 import os
 import sys
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -41,7 +45,10 @@ class EchoHandler(BaseHTTPRequestHandler):
         out = json.dumps(payload, indent=2, sort_keys=True).encode() + b"\n"
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Cache-Control", "no-store")
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query, keep_blank_values=True)
+        cache_control = query.get("cache_control", ["no-store"])[0]
+        if cache_control:
+            self.send_header("Cache-Control", cache_control)
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         if self.command != "HEAD":

@@ -225,7 +225,10 @@ fn an_unknown_kid_refetches_keys_once_for_bearer_tokens() {
         "/api/x",
         &[("authorization", auth.as_bytes())],
     );
-    assert!(matches!(step, Step::RefetchJwks), "{step:?}");
+    assert!(
+        matches!(&step, Step::RefetchJwks { kid } if kid == "new"),
+        "{step:?}"
+    );
     rp.provider = Some(provider(&rotated));
     let (mut ctx, _, _) = rp.ctx();
     let step = flow.handle_jwks_refreshed(&mut ctx);
@@ -243,15 +246,33 @@ fn an_unknown_kid_refetches_keys_once_for_bearer_tokens() {
         "/api/x",
         &[("authorization", auth.as_bytes())],
     );
-    assert!(matches!(step, Step::RefetchJwks));
+    assert!(matches!(step, Step::RefetchJwks { .. }));
     let (mut ctx, _, _) = rp.ctx();
     let step = flow.handle_jwks_refreshed(&mut ctx);
     assert_invalid_token(step, "kid still unknown");
 
-    // Keys fetched moments ago are not fetched again.
+    // Keys fetched on schedule moments ago are fetched again for an unknown kid…
     let mut rp = Rp::with_config(&old, &api_config(""));
     rp.provider.as_mut().unwrap().jwks_fetched_at = NOW - 1;
-    assert_invalid_token(bearer(&mut rp, "/", &token), "recently fetched keys");
+    let mut flow = RequestFlow::new();
+    let step = rp.request(
+        &mut flow,
+        "GET",
+        "/api/x",
+        &[("authorization", auth.as_bytes())],
+    );
+    assert!(matches!(step, Step::RefetchJwks { .. }), "{step:?}");
+
+    // …but not right after another unknown kid caused a refetch…
+    let mut rp = Rp::with_config(&old, &api_config(""));
+    rp.provider.as_mut().unwrap().kid_refetches.last_at = Some(NOW - 1);
+    assert_invalid_token(bearer(&mut rp, "/", &token), "recent kid refetch");
+
+    // …nor for a kid a refetch did not bring.
+    let mut rp = Rp::with_config(&old, &api_config(""));
+    let kid_refetches = &mut rp.provider.as_mut().unwrap().kid_refetches;
+    kid_refetches.unknown.push(("new".to_string(), NOW + 60));
+    assert_invalid_token(bearer(&mut rp, "/", &token), "known unknown kid");
 }
 
 #[test]
@@ -699,4 +720,37 @@ fn the_cache_is_bounded_and_collisions_only_evict() {
             );
         }
     }
+}
+
+#[test]
+fn an_id_token_without_nonce_is_no_access_token_for_the_default_audience() {
+    let idp = Idp::new(1, "k1");
+    // The default API audience is the client id, the audience of our ID tokens.
+    let mut rp = Rp::new(&idp);
+    let refreshed_id_token = idp.id_token(serde_json::json!({
+        "iss": ISSUER, "aud": "rp", "azp": "rp", "sub": "alice", "auth_time": NOW - 600,
+        "iat": NOW - 10, "exp": NOW + 300, "at_hash": "x"
+    }));
+    assert_invalid_token(
+        bearer(&mut rp, "/", &refreshed_id_token),
+        "ID token from a refresh",
+    );
+    let bare = idp.id_token(serde_json::json!({
+        "iss": ISSUER, "aud": "rp", "sub": "alice", "sid": "s1",
+        "iat": NOW - 10, "exp": NOW + 300, "email": "alice@example.test"
+    }));
+    assert_invalid_token(bearer(&mut rp, "/", &bare), "grants nothing");
+
+    // An access token for the client id with a scope passes.
+    let access = idp.id_token(serde_json::json!({
+        "iss": ISSUER, "aud": "rp", "sub": "alice", "client_id": "rp",
+        "iat": NOW - 10, "exp": NOW + 300, "scope": "openid api"
+    }));
+    assert_eq!(
+        set_header(
+            &forward(bearer(&mut rp, "/", &access)),
+            "x-auth-request-user"
+        ),
+        Some("alice")
+    );
 }
