@@ -13,12 +13,16 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Envoy always has the `node` property (its bootstrap node); ngx_wasm_module
-    /// answers "not supported" for it (and logs that once, at start).
+    /// Envoy answers the `node` property (empty when the bootstrap names no
+    /// node) and `plugin_vm_id` (empty when no `vm_id` is set, which the
+    /// documentation forbids); ngx_wasm_module implements neither (and logs
+    /// that once per worker at start).
     pub fn detect(ctx: &dyn Context) -> Engine {
-        match ctx.get_property(vec!["node"]) {
-            Some(_) => Engine::Envoy,
-            None => Engine::NgxWasm,
+        let answers = |name: &str| ctx.get_property(vec![name]).is_some_and(|v| !v.is_empty());
+        if answers("node") || answers("plugin_vm_id") {
+            Engine::Envoy
+        } else {
+            Engine::NgxWasm
         }
     }
 

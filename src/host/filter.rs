@@ -301,7 +301,8 @@ impl Context for Filter {
         body_size: usize,
         _trailers: usize,
     ) {
-        let outcome = provider_fetch::read_response(self, num_headers, body_size);
+        let outcome =
+            provider_fetch::read_response(self, self.shared.engine, num_headers, body_size);
         let step = match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
             Waiting::Flow(expected) if expected == token => {
                 self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))

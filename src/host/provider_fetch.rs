@@ -217,10 +217,24 @@ pub fn dispatch(ctx: &dyn Context, engine: Engine, callout: &Callout) -> Result<
 }
 
 /// Reads a finished callout. Envoy reports timeouts and connection failures as
-/// ordinary 503/504 answers, and a reset as no headers at all.
-pub fn read_response(ctx: &dyn Context, num_headers: usize, body_size: usize) -> CalloutOutcome {
+/// ordinary 503/504 answers, and a reset as no headers at all;
+/// ngx_wasm_module reports every failure (an unresolvable name too) as no
+/// headers.
+pub fn read_response(
+    ctx: &dyn Context,
+    engine: Engine,
+    num_headers: usize,
+    body_size: usize,
+) -> CalloutOutcome {
     if num_headers == 0 {
-        return CalloutOutcome::Failed("the connection was reset".to_string());
+        let reason = match engine {
+            Engine::Envoy => "the connection was reset".to_string(),
+            Engine::NgxWasm => format!(
+                "no answer (see the engine's error above; {})",
+                engine.callout_hint()
+            ),
+        };
+        return CalloutOutcome::Failed(reason);
     }
     let status = ctx
         .get_http_call_response_header_bytes(":status")

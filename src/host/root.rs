@@ -56,7 +56,7 @@ impl Context for Root {
         };
         let now = super::now(self);
         let data = &shared.store.data;
-        let outcome = provider_fetch::read_response(self, num_headers, body_size);
+        let outcome = provider_fetch::read_response(self, shared.engine, num_headers, body_size);
         match self.fetching.take() {
             Some(Fetching::Discovery(expected)) if expected == token => {
                 let metadata = provider_fetch::expect_ok(outcome, "discovery").and_then(|body| {

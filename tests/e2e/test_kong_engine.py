@@ -47,8 +47,8 @@ class NginxFactory:
         self.started: list[Nginx] = []
 
     def __call__(self, _idp=None, _port: int | None = None, _workers: int = 2, _tag_worker: bool = False,
-                 _allow_list: bool = True, _extra_servers: str = "", _wait_metadata: bool = True,
-                 **config_overrides) -> Nginx:
+                 _allow_list: bool = True, _extra_servers: str = "", _http_extra: str = "",
+                 _wait_metadata: bool = True, **config_overrides) -> Nginx:
         provider = _idp or self.idp
         port = self.port_pool.take(_port)
         text = build_nginx_config(port, provider.port, self.echo.port, config_overrides, workers=_workers,
@@ -58,6 +58,8 @@ class NginxFactory:
         if _tag_worker:
             text = text.replace("proxy_pass http://app;", f"proxy_set_header X-Nginx-Worker $pid;\n"
                                                           "            proxy_pass http://app;", 1)
+        if _http_extra:
+            text = text.replace("\nhttp {\n", f"\nhttp {{\n    {_http_extra}\n", 1)
         if not _allow_list:
             text = text.replace("proxy_pass_request_headers off;", "proxy_pass_request_headers on;", 1)
         gw = Nginx(self.workdir, NGINX, text, port)
@@ -369,3 +371,46 @@ def test_kong_yml_filter_config_runs_on_the_engine(nginx, idp, browser):
     b = browser()
     logged_in(b, gw, "/kong")
     assert get_user(b, gw, "/kong") == "alice"
+
+
+# ----------------------------------------------------------------------------------------
+# reaching the provider on this engine
+
+
+def test_callouts_to_an_https_provider_use_tls(nginx, idp, workdir):
+    """The engine picks TLS per callout from `:scheme`, with the SNI from `:authority` (a host
+    name: the engine refuses IP literals there). nginx terminates TLS in front of the test IdP,
+    whose discovery names its http issuer, so the filter then refuses the document: that refusal
+    shows the callout spoke TLS; without `:scheme: https` the TLS port answers the plain request
+    with HTTP 400."""
+    import subprocess
+
+    from harness import free_port, wait_until
+
+    key, crt = workdir / "tls.key", workdir / "tls.crt"
+    if not crt.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=localhost", "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True,
+                       timeout=60)
+    tls_port = free_port()
+    server = (f"\n    server {{\n        listen 127.0.0.1:{tls_port} ssl;\n        ssl_certificate {crt};\n"
+              f"        ssl_certificate_key {key};\n        location / {{ proxy_pass http://127.0.0.1:{idp.port}; }}\n"
+              "    }\n")
+    gw = nginx(_extra_servers=server, _http_extra="resolver_add 127.0.0.1 localhost;", _wait_metadata=False,
+               issuer=f"https://localhost:{tls_port}", provider_cluster=f"localhost:{tls_port}")
+    wait_until(lambda: "discovery" in gw.log() and "identity provider metadata" in gw.log(), 20,
+               what="the filter's first discovery attempt")
+    attempts = [ln for ln in gw.log().splitlines() if "identity provider metadata" in ln]
+    assert "discovery document refused" in attempts[0] and "issuer" in attempts[0], attempts
+    assert "HTTP 400" not in "\n".join(attempts), attempts
+
+
+def test_an_envoy_cluster_name_as_provider_cluster_gets_a_hint(nginx):
+    """An Envoy configuration copied as is names a cluster; on this engine that is a host name
+    nginx cannot resolve, and the filter's log says what provider_cluster means here."""
+    from harness import wait_until
+
+    gw = nginx(_wait_metadata=False, provider_cluster="idp")
+    wait_until(lambda: "identity provider metadata" in gw.log(), 20, what="the filter's first discovery attempt")
+    attempt = next(ln for ln in gw.log().splitlines() if "identity provider metadata" in ln)
+    assert "provider_cluster is the provider's address as host[:port]" in attempt, attempt
