@@ -49,6 +49,7 @@ fn store(max_sessions: u32) -> SessionStore<InMemory> {
         idle_timeout: 3600,
         absolute_timeout: 28_800,
         max_sessions,
+        max_sessions_per_subject: 64,
         sweeper_id: 1,
         sweep_seen: Default::default(),
     }

@@ -110,6 +110,9 @@ pub struct SessionConfig {
     pub max_sessions: u32,
     /// How often expired sessions are swept from shared data.
     pub sweep_interval: u64,
+    /// Shared-data store: sessions one `sub` or `sid` may have; the next
+    /// login ends the oldest (so every session stays revocable).
+    pub max_sessions_per_subject: usize,
 }
 
 impl SessionConfig {
@@ -121,12 +124,48 @@ impl SessionConfig {
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub authorization: UpstreamAuthorization,
-    /// (header name, claim path), header names lower-case.
-    pub claim_headers: Vec<(String, ClaimPath)>,
+    /// (header name, the claims that fill it), header names lower-case.
+    pub claim_headers: Vec<(String, HeaderClaims)>,
     /// Joins array claims in one header value.
     pub claims_separator: String,
     /// Carries the whole claim set as base64url JSON, when configured.
     pub claims_header: Option<String>,
+}
+
+/// Where the claims for the identity headers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimSource {
+    /// A browser session: the ID token's claims the session kept.
+    Session,
+    /// A bearer token: the access token's claims or the introspection answer.
+    Bearer,
+}
+
+/// The claims that fill one identity header, per source. The first claim
+/// present (not absent, not `null`) wins, so `["uid", "sub"]` reads `uid` and
+/// falls back to `sub`: providers such as Okta name the same user `sub` in the
+/// ID token and `uid` in the access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderClaims {
+    pub session: Vec<ClaimPath>,
+    pub bearer: Vec<ClaimPath>,
+}
+
+impl HeaderClaims {
+    /// The same claims, whatever the source (the plain `"header": "claim"` form).
+    pub fn same(path: ClaimPath) -> HeaderClaims {
+        HeaderClaims {
+            session: vec![path.clone()],
+            bearer: vec![path],
+        }
+    }
+
+    pub fn for_source(&self, source: ClaimSource) -> &[ClaimPath] {
+        match source {
+            ClaimSource::Session => &self.session,
+            ClaimSource::Bearer => &self.bearer,
+        }
+    }
 }
 
 /// A dotted path into the claims, e.g. `realm_access.roles`.
@@ -270,13 +309,15 @@ struct RawSession {
     refresh_margin_seconds: Option<u64>,
     max_sessions: Option<u32>,
     sweep_interval_seconds: Option<u64>,
+    max_sessions_per_subject: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
     authorization: Option<UpstreamAuthorization>,
-    claim_headers: Option<BTreeMap<String, String>>,
+    /// Header → `"claim"`, `["claim", "fallback"]` or `{"session": …, "bearer": …}`.
+    claim_headers: Option<BTreeMap<String, serde_json::Value>>,
     claims_separator: Option<String>,
     claims_header: Option<String>,
 }
@@ -498,6 +539,13 @@ impl Config {
             1,
             3600,
         )?;
+        let max_sessions_per_subject = bounded(
+            "session.max_sessions_per_subject",
+            raw.session.max_sessions_per_subject,
+            64,
+            1,
+            1024,
+        )? as usize;
         let session = SessionConfig {
             store,
             absolute_timeout,
@@ -505,18 +553,16 @@ impl Config {
             refresh_margin,
             max_sessions,
             sweep_interval,
+            max_sessions_per_subject,
         };
 
         let upstream = upstream_config(raw.upstream)?;
-        let access = crate::authz::AccessConfig::parse(
-            crate::authz::config::RawAccess {
-                bearer: raw.bearer,
-                api_path_prefixes: raw.api_path_prefixes,
-                public_paths: raw.public_paths,
-                authorization: raw.authorization,
-            },
-            &client_id,
-        )?;
+        let access = crate::authz::AccessConfig::parse(crate::authz::config::RawAccess {
+            bearer: raw.bearer,
+            api_path_prefixes: raw.api_path_prefixes,
+            public_paths: raw.public_paths,
+            authorization: raw.authorization,
+        })?;
 
         Ok(Config {
             issuer,
@@ -562,13 +608,13 @@ impl Config {
             .chain(self.upstream.claims_header.as_deref())
     }
 
-    /// The claims a session must keep: those the configured headers and the
-    /// authorization rules read.
+    /// The claims a session must keep: those the configured headers read for
+    /// sessions and those the authorization rules read.
     pub fn retained_claims(&self) -> impl Iterator<Item = &str> {
         self.upstream
             .claim_headers
             .iter()
-            .map(|(_, path)| path.root())
+            .flat_map(|(_, claims)| claims.session.iter().map(ClaimPath::root))
             .chain(self.access.retained_claims())
     }
 }
@@ -755,29 +801,24 @@ fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         None => vec![
             (
                 "x-auth-request-user".to_string(),
-                ClaimPath(vec!["sub".to_string()]),
+                HeaderClaims::same(ClaimPath(vec!["sub".to_string()])),
             ),
             (
                 "x-auth-request-email".to_string(),
-                ClaimPath(vec!["email".to_string()]),
+                HeaderClaims::same(ClaimPath(vec!["email".to_string()])),
             ),
         ],
         Some(map) => map
             .into_iter()
-            .map(|(header, claim)| {
+            .map(|(header, spec)| {
                 let name = identity_header_name(&header).ok_or_else(|| {
                     ConfigError::new(
                         "upstream.claim_headers",
                         format!("{header:?} cannot carry a claim"),
                     )
                 })?;
-                let path = ClaimPath::parse(&claim).ok_or_else(|| {
-                    ConfigError::new(
-                        "upstream.claim_headers",
-                        format!("{claim:?} is not a claim path"),
-                    )
-                })?;
-                Ok((name, path))
+                let claims = header_claims(&format!("upstream.claim_headers.{name}"), &spec)?;
+                Ok((name, claims))
             })
             .collect::<Result<_, _>>()?,
     };
@@ -817,6 +858,67 @@ fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         claims_separator,
         claims_header,
     })
+}
+
+/// Fallback lists longer than this are a mistake, not a need.
+const MAX_FALLBACK_CLAIMS: usize = 8;
+
+/// One `upstream.claim_headers` value: `"claim"`, `["claim", "fallback", …]`,
+/// or `{"session": <either>, "bearer": <either>}`.
+fn header_claims(field: &str, spec: &serde_json::Value) -> Result<HeaderClaims, ConfigError> {
+    match spec {
+        serde_json::Value::Object(sources) => {
+            if let Some(other) = sources
+                .keys()
+                .find(|k| !matches!(k.as_str(), "session" | "bearer"))
+            {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{other:?} is not a source (session, bearer)"),
+                ));
+            }
+            let source = |name: &str| {
+                let field = format!("{field}.{name}");
+                let spec = sources.get(name).ok_or_else(|| {
+                    ConfigError::new(
+                        &field,
+                        "missing: name the claims for both session and bearer",
+                    )
+                })?;
+                claim_list(&field, spec)
+            };
+            Ok(HeaderClaims {
+                session: source("session")?,
+                bearer: source("bearer")?,
+            })
+        }
+        other => {
+            let list = claim_list(field, other)?;
+            Ok(HeaderClaims {
+                session: list.clone(),
+                bearer: list,
+            })
+        }
+    }
+}
+
+fn claim_list(field: &str, spec: &serde_json::Value) -> Result<Vec<ClaimPath>, ConfigError> {
+    let path = |value: &serde_json::Value| {
+        value
+            .as_str()
+            .and_then(ClaimPath::parse)
+            .ok_or_else(|| ConfigError::new(field, format!("{value} is not a claim path")))
+    };
+    match spec {
+        serde_json::Value::Array(items) if (1..=MAX_FALLBACK_CLAIMS).contains(&items.len()) => {
+            items.iter().map(path).collect()
+        }
+        serde_json::Value::Array(_) => Err(ConfigError::new(
+            field,
+            format!("must list 1 to {MAX_FALLBACK_CLAIMS} claims"),
+        )),
+        single => Ok(vec![path(single)?]),
+    }
 }
 
 #[cfg(test)]
@@ -938,6 +1040,20 @@ mod tests {
             ),
             (
                 with(
+                    "session",
+                    serde_json::json!({"max_sessions_per_subject": 0}),
+                ),
+                "session.max_sessions_per_subject",
+            ),
+            (
+                with(
+                    "session",
+                    serde_json::json!({"max_sessions_per_subject": 1025}),
+                ),
+                "session.max_sessions_per_subject",
+            ),
+            (
+                with(
                     "upstream",
                     serde_json::json!({"claim_headers": {"cookie": "sub"}}),
                 ),
@@ -948,7 +1064,42 @@ mod tests {
                     "upstream",
                     serde_json::json!({"claim_headers": {"x-a": "a..b"}}),
                 ),
-                "upstream.claim_headers",
+                "upstream.claim_headers.x-a",
+            ),
+            (
+                with(
+                    "upstream",
+                    serde_json::json!({"claim_headers": {"x-a": ["uid", 3]}}),
+                ),
+                "upstream.claim_headers.x-a",
+            ),
+            (
+                with(
+                    "upstream",
+                    serde_json::json!({"claim_headers": {"x-a": []}}),
+                ),
+                "upstream.claim_headers.x-a",
+            ),
+            (
+                with(
+                    "upstream",
+                    serde_json::json!({"claim_headers": {"X-A": {"session": "sub"}}}),
+                ),
+                "upstream.claim_headers.x-a.bearer",
+            ),
+            (
+                with(
+                    "upstream",
+                    serde_json::json!({"claim_headers": {"x-a": {"session": "sub", "bearer": "sub", "api": "x"}}}),
+                ),
+                "upstream.claim_headers.x-a",
+            ),
+            (
+                with(
+                    "upstream",
+                    serde_json::json!({"claim_headers": {"x-a": {"session": "sub", "bearer": [""]}}}),
+                ),
+                "upstream.claim_headers.x-a.bearer",
             ),
             (b"not json".to_vec(), "<json>"),
             (b"".to_vec(), "<json>"),

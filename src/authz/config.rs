@@ -101,8 +101,8 @@ struct RawRequire {
 }
 
 impl AccessConfig {
-    pub(crate) fn parse(raw: RawAccess, client_id: &str) -> Result<AccessConfig, ConfigError> {
-        let bearer = bearer_config(raw.bearer.unwrap_or_default(), client_id)?;
+    pub(crate) fn parse(raw: RawAccess) -> Result<AccessConfig, ConfigError> {
+        let bearer = bearer_config(raw.bearer.unwrap_or_default())?;
         let api_path_prefixes = raw
             .api_path_prefixes
             .unwrap_or_default()
@@ -167,20 +167,31 @@ impl AccessConfig {
     }
 }
 
-fn bearer_config(raw: RawBearer, client_id: &str) -> Result<BearerConfig, ConfigError> {
-    let mode = match raw.mode.as_deref() {
-        None | Some("accept") => BearerMode::Accept,
-        Some("require") => BearerMode::Require,
-        Some("ignore") => BearerMode::Ignore,
-        Some(other) => {
+/// Bearer tokens are accepted only for audiences the operator named. A default
+/// of the client id would accept ID tokens (their `aud`) as access tokens and
+/// refuse the provider's real API tokens (Okta: `api://default`), so without
+/// `audiences` the default mode is `ignore`, and `accept`/`require` need them.
+fn bearer_config(raw: RawBearer) -> Result<BearerConfig, ConfigError> {
+    let mode = match (raw.mode.as_deref(), &raw.audiences) {
+        (None, None) | (Some("ignore"), _) => BearerMode::Ignore,
+        (None | Some("accept"), _) => BearerMode::Accept,
+        (Some("require"), _) => BearerMode::Require,
+        (Some(other), _) => {
             return Err(ConfigError::new(
                 "bearer.mode",
                 format!("{other:?} is not one of accept, require, ignore"),
             ))
         }
     };
+    let introspection_enabled = raw.introspection.enabled.unwrap_or(false);
     let audiences = match raw.audiences {
-        None => vec![client_id.to_string()],
+        None if mode == BearerMode::Ignore && !introspection_enabled => Vec::new(),
+        None => {
+            return Err(ConfigError::new(
+                "bearer.audiences",
+                "required when bearer.mode is accept or require, or introspection is enabled: list the audience your provider puts in access tokens for this API (Okta: api://default, Auth0: the API identifier); list the client id only if the provider issues access tokens with it",
+            ))
+        }
         Some(list) if list.is_empty() || list.iter().any(String::is_empty) => {
             return Err(ConfigError::new(
                 "bearer.audiences",
@@ -190,7 +201,7 @@ fn bearer_config(raw: RawBearer, client_id: &str) -> Result<BearerConfig, Config
         Some(list) => list,
     };
     let introspection = IntrospectionConfig {
-        enabled: raw.introspection.enabled.unwrap_or(false),
+        enabled: introspection_enabled,
         cache_seconds: bounded(
             "bearer.introspection.cache_seconds",
             raw.introspection.cache_seconds,
@@ -352,10 +363,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults_accept_bearer_tokens_for_the_client_and_allow_everyone() {
+    fn defaults_ignore_bearer_tokens_and_allow_everyone() {
         let access = parse(json!({})).unwrap().access;
-        assert_eq!(access.bearer.mode, BearerMode::Accept);
-        assert_eq!(access.bearer.audiences, ["rp"]);
+        assert_eq!(access.bearer.mode, BearerMode::Ignore);
+        assert!(access.bearer.audiences.is_empty());
         assert!(!access.bearer.introspection.enabled);
         assert_eq!(access.bearer.introspection.cache_seconds, 60);
         assert_eq!(access.bearer.introspection.max_entries, 10_000);
@@ -410,6 +421,12 @@ mod tests {
         let cases = [
             (json!({"bearer": {"mode": "maybe"}}), "bearer.mode"),
             (json!({"bearer": {"audiences": []}}), "bearer.audiences"),
+            (json!({"bearer": {"mode": "accept"}}), "bearer.audiences"),
+            (json!({"bearer": {"mode": "require"}}), "bearer.audiences"),
+            (
+                json!({"bearer": {"introspection": {"enabled": true}}}),
+                "bearer.audiences",
+            ),
             (json!({"bearer": {"audiences": [""]}}), "bearer.audiences"),
             (
                 json!({"bearer": {"introspection": {"cache_seconds": 99999}}}),

@@ -117,8 +117,10 @@ pub(super) fn verify<R: CryptoRngCore>(
         }
     };
     let step = Step::RecordOnce {
-        key: once::ledger_key("logout", verified.iat, MAX_TOKEN_AGE + config.clock_skew),
-        issued_at: verified.iat,
+        key: once::ledger_key("logout", &verified.jti),
+        until: verified
+            .iat
+            .saturating_add(MAX_TOKEN_AGE + 2 * config.clock_skew),
         value: verified.jti,
     };
     Next::Wait(

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::access::{self, Via};
 use super::{identity, upstream_identity, Callout, CalloutOutcome, Context, Expect, Next};
 use super::{RequestHead, Step};
+use crate::config::ClaimSource;
 use crate::crypto;
 use crate::oidc::access_token::{
     looks_like_jwt, verify_access_token, AccessTokenError, AccessTokenExpectations,
@@ -108,7 +109,12 @@ fn admit<R: CryptoRngCore>(
     ));
     forward
         .set_headers
-        .extend(upstream_identity::identity_headers(config, sub, claims));
+        .extend(upstream_identity::identity_headers(
+            config,
+            ClaimSource::Bearer,
+            sub,
+            claims,
+        ));
     Step::Forward(forward)
 }
 

@@ -115,9 +115,9 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
     };
 
     let step = Step::RecordOnce {
-        key: once::ledger_key("login", login.issued_at, config.login_timeout),
-        issued_at: login.issued_at,
+        key: once::ledger_key("login", &login.state),
         value: login.state.clone(),
+        until: login.issued_at.saturating_add(config.login_timeout),
     };
     let callback = Callback {
         login,

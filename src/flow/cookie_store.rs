@@ -86,7 +86,7 @@ pub(super) fn open_request<R: CryptoRngCore>(
                 },
             )
         }
-        Ok(None) if is_logout => Loaded::Done(logout::logged_out(ctx, &request, None, None)),
+        Ok(None) if is_logout => Loaded::Done(logout::without_session(ctx, &request, None)),
         Ok(None) => Loaded::Done(login::start_login(ctx, &request)),
         Err(reason) => {
             log::info!("session cookie refused ({reason}): logging in again");
@@ -111,12 +111,7 @@ pub(super) fn with_deny_list<R: CryptoRngCore>(
     }
     let key = session_key(&opened.session);
     if logout {
-        return Next::Done(logout::logged_out(
-            ctx,
-            &request,
-            Some(opened.session),
-            Some(key),
-        ));
+        return logout::logged_out(ctx, &request, Some(opened.session), Some(key));
     }
     let reseal = opened
         .sealed_with_retired_key
@@ -157,7 +152,7 @@ fn forget<R: CryptoRngCore>(
 ) -> Step {
     let key = no_session_key();
     if is_logout {
-        return logout::logged_out(ctx, request, None, Some(key));
+        return logout::without_session(ctx, request, Some(key));
     }
     let mut step = login::start_login(ctx, request);
     if let Step::Respond(respond) = &mut step {

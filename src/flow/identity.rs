@@ -7,7 +7,7 @@ use super::access::{self, Via};
 use super::{
     login, refresh, upstream_identity, Context, Forward, Next, RequestHead, Step, StoreWrite,
 };
-use crate::config::{Config, UpstreamAuthorization};
+use crate::config::{ClaimSource, Config, UpstreamAuthorization};
 use crate::http::cookies;
 use crate::session::{Session, SessionKey};
 
@@ -77,6 +77,7 @@ pub(super) fn forward_with_session<R: CryptoRngCore>(
         .set_headers
         .extend(upstream_identity::identity_headers(
             config,
+            ClaimSource::Session,
             Some(&session.sub),
             &session.claims,
         ));

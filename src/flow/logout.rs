@@ -6,24 +6,127 @@
 
 use rand_core::CryptoRngCore;
 
-use super::{expire_cookie, respond, Context, RequestHead, Respond, Step, StoreWrite};
+use super::{
+    expire_cookie, respond, Callout, CalloutOutcome, Context, Expect, Next, RequestHead, Respond,
+    Step, StoreWrite,
+};
+use crate::config::SessionStoreKind;
 use crate::crypto;
 use crate::http::pages;
+use crate::oidc::token::{self, ClientCredentials, TokenKind};
+use crate::session::buckets::IndexEntry;
 use crate::session::{Session, SessionKey};
 
+/// A logout on its way to the answer, which carries the session's deletion
+/// (shared data) or cookie expiry; a cookie session is already denied on this
+/// replica, and its token revocation may be in flight.
+#[derive(Debug)]
+pub(super) struct Pending {
+    respond: Respond,
+    revoke: Option<Callout>,
+}
+
+/// Ends `session` here, then at the provider: a cookie session is denied on
+/// this replica (the browser may hold a copy of the cookie), its refresh token
+/// (or access token) is revoked when the provider has a revocation endpoint,
+/// and the browser goes to the provider's end-session endpoint.
 pub(super) fn logged_out<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
     request: &RequestHead,
     session: Option<Session>,
     key: Option<SessionKey>,
-) -> Step {
+) -> Next {
     let config = ctx.config;
     if !same_site_request(request) {
-        log::info!("cross-site logout request refused");
-        let logout_path = config.logout_path.as_deref().unwrap_or("/");
-        return respond(pages::confirm_logout_page(logout_path));
+        return Next::Done(confirm_page(ctx));
     }
+    let pending = Pending {
+        respond: answer(ctx, session.as_ref(), key),
+        revoke: session.as_ref().and_then(|s| revocation_callout(ctx, s)),
+    };
+    match session {
+        Some(session) if config.session.store == SessionStoreKind::Cookie => Next::Wait(
+            Box::new(Expect::LogoutDenied(Box::new(pending))),
+            Step::DenyCookieSession {
+                entries: vec![IndexEntry::cookie_session(&config.issuer, &session)],
+                until: session.expires_at,
+            },
+        ),
+        _ => revoke_then_answer(pending),
+    }
+}
 
+/// A logout request without a usable session: expire the cookie and go on to
+/// the provider.
+pub(super) fn without_session<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    request: &RequestHead,
+    key: Option<SessionKey>,
+) -> Step {
+    if !same_site_request(request) {
+        return confirm_page(ctx);
+    }
+    Step::Respond(answer(ctx, None, key))
+}
+
+pub(super) fn revoke_then_answer(mut pending: Pending) -> Next {
+    match pending.revoke.take() {
+        Some(callout) => Next::Wait(
+            Box::new(Expect::LogoutRevoked(Box::new(pending))),
+            Step::Callout(callout),
+        ),
+        None => Next::Done(Step::Respond(pending.respond)),
+    }
+}
+
+/// The revocation's answer changes nothing for the browser: the session is
+/// already ended here. A failure is logged for the operator.
+pub(super) fn revoked(pending: Pending, outcome: CalloutOutcome) -> Step {
+    match outcome {
+        CalloutOutcome::Response { status: 200, .. } => {
+            log::info!("logout: token revoked at the provider")
+        }
+        CalloutOutcome::Response { status, .. } => {
+            log::warn!("logout: the provider refused to revoke the token (HTTP {status})")
+        }
+        CalloutOutcome::Failed(reason) => {
+            log::warn!("logout: the token could not be revoked: {reason}")
+        }
+    }
+    Step::Respond(pending.respond)
+}
+
+/// RFC 7009: the refresh token, or without one the access token.
+fn revocation_callout<R: CryptoRngCore>(
+    ctx: &Context<'_, R>,
+    session: &Session,
+) -> Option<Callout> {
+    let config = ctx.config;
+    let endpoint = ctx.provider?.metadata.revocation_endpoint.as_ref()?;
+    let (token, kind) = match &session.refresh_token {
+        Some(refresh_token) => (refresh_token.as_str(), TokenKind::RefreshToken),
+        None => (session.access_token.as_str(), TokenKind::AccessToken),
+    };
+    let client = ClientCredentials {
+        client_id: &config.client_id,
+        client_secret: config.client_secret.expose(),
+        method: config.client_auth,
+    };
+    let form = token::revocation_request(&client, token, kind);
+    let mut callout = Callout::new(config, "POST", endpoint);
+    callout.headers = form.headers;
+    callout.body = form.body;
+    Some(callout)
+}
+
+/// The redirect to the provider's end-session endpoint (or a page), with the
+/// session cookie expired and the session deleted from the store.
+fn answer<R: CryptoRngCore>(
+    ctx: &mut Context<'_, R>,
+    session: Option<&Session>,
+    key: Option<SessionKey>,
+) -> Respond {
+    let config = ctx.config;
     let mut writes = Vec::new();
     if let Some(key) = key {
         writes.push(StoreWrite::Delete { key });
@@ -38,7 +141,7 @@ pub(super) fn logged_out<R: CryptoRngCore>(
             let state = crypto::random_token(ctx.rng, 16);
             {
                 let mut query = location.query_pairs_mut();
-                if let Some(id_token) = session.as_ref().and_then(|s| s.id_token.as_deref()) {
+                if let Some(id_token) = session.and_then(|s| s.id_token.as_deref()) {
                     query.append_pair("id_token_hint", id_token);
                 }
                 query
@@ -52,7 +155,13 @@ pub(super) fn logged_out<R: CryptoRngCore>(
     };
     response.headers.push(expire);
     log::info!("session ended by logout");
-    Step::Respond(Respond { response, writes })
+    Respond { response, writes }
+}
+
+fn confirm_page<R: CryptoRngCore>(ctx: &Context<'_, R>) -> Step {
+    log::info!("cross-site logout request refused");
+    let logout_path = ctx.config.logout_path.as_deref().unwrap_or("/");
+    respond(pages::confirm_logout_page(logout_path))
 }
 
 /// `Sec-Fetch-Site` is sent by every current browser; clients that send none

@@ -88,8 +88,9 @@ pub enum Step {
     /// [`crate::session::once`]), then call [`RequestFlow::handle_once_recorded`].
     RecordOnce {
         key: String,
-        issued_at: u64,
         value: String,
+        /// The value is refused anyway after this: its entry may go then.
+        until: u64,
     },
     /// Mark the session as being refreshed until `until`, unless another worker
     /// already is or already has (its access token is no longer `access_token`),
@@ -104,6 +105,13 @@ pub enum Step {
     /// Delete every session filed under these index entries, then call
     /// [`RequestFlow::handle_sessions_ended`].
     EndSessions { entries: Vec<IndexEntry> },
+    /// Cookie sessions only: add these entries to this replica's deny-list
+    /// until `until` (a logout: the browser may keep a copy of the cookie),
+    /// then call [`RequestFlow::handle_sessions_ended`] with how many were denied.
+    DenyCookieSession {
+        entries: Vec<IndexEntry>,
+        until: u64,
+    },
     /// Send this request, then call [`RequestFlow::handle_callout_response`].
     Callout(Callout),
     /// Read the cache entry stored under `key` (introspection results), then
@@ -233,6 +241,8 @@ enum Expect {
     LogoutTokenJwks(String),
     LogoutTokenRecorded(backchannel::LogoutTarget),
     SessionsEnded,
+    LogoutDenied(Box<logout::Pending>),
+    LogoutRevoked(Box<logout::Pending>),
     LoginRecorded(callback::Callback),
     TokenResponse(callback::Callback),
     Jwks(callback::Callback, TokenResponse),
@@ -312,8 +322,8 @@ impl RequestFlow {
                 step
             }
             None if is_logout => {
-                let step = logout::logged_out(ctx, &request, None, None);
-                self.finish(ctx, step)
+                let next = logout::logged_out(ctx, &request, None, None);
+                self.finish_or(ctx, next)
             }
             None => {
                 let step = login::start_login(ctx, &request);
@@ -339,8 +349,8 @@ impl RequestFlow {
                 }
             },
             Expect::LogoutSession(request, key) => {
-                let step = logout::logged_out(ctx, &request, session, Some(key));
-                self.finish(ctx, step)
+                let next = logout::logged_out(ctx, &request, session, Some(key));
+                self.finish_or(ctx, next)
             }
             other => self.unexpected(ctx, other, "a session"),
         }
@@ -414,6 +424,13 @@ impl RequestFlow {
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::SessionsEnded => self.finish(ctx, backchannel::done(count)),
+            Expect::LogoutDenied(pending) => {
+                if count == 0 {
+                    log::error!("logout: the session could not be denied on this replica");
+                }
+                let next = logout::revoke_then_answer(*pending);
+                self.finish_or(ctx, next)
+            }
             other => self.unexpected(ctx, other, "ended sessions"),
         }
     }
@@ -435,6 +452,10 @@ impl RequestFlow {
             Expect::RefreshResponse(refresh) => {
                 let next = refresh::handle_response(ctx, refresh, outcome);
                 self.finish_or(ctx, next)
+            }
+            Expect::LogoutRevoked(pending) => {
+                let step = logout::revoked(*pending, outcome);
+                self.finish(ctx, step)
             }
             other => self.unexpected(ctx, other, "a callout response"),
         }
@@ -539,6 +560,8 @@ impl Expect {
             Expect::LogoutTokenJwks(_) => "LogoutTokenJwks",
             Expect::LogoutTokenRecorded(_) => "LogoutTokenRecorded",
             Expect::SessionsEnded => "SessionsEnded",
+            Expect::LogoutDenied(_) => "LogoutDenied",
+            Expect::LogoutRevoked(_) => "LogoutRevoked",
             Expect::Finished => "Finished",
         }
     }

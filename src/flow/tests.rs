@@ -183,6 +183,17 @@ impl Rp {
                     store.insert(DENY_LIST_KEY.to_string(), list.encode());
                     flow.handle_sessions_ended(&mut ctx, entries.len())
                 }
+                Step::DenyCookieSession { entries, until } => {
+                    let mut list = store
+                        .get(DENY_LIST_KEY)
+                        .and_then(|v| DenyList::decode(v))
+                        .unwrap_or_default();
+                    for entry in &entries {
+                        list.insert(entry, until, ctx.now);
+                    }
+                    store.insert(DENY_LIST_KEY.to_string(), list.encode());
+                    flow.handle_sessions_ended(&mut ctx, entries.len())
+                }
                 Step::ClaimRefresh {
                     key,
                     until,
@@ -225,15 +236,12 @@ impl Rp {
                     let (mut ctx, _, _) = self.ctx();
                     flow.handle_body(&mut ctx, body.as_deref())
                 }
-                Step::RecordOnce {
-                    key,
-                    issued_at,
-                    value,
-                } => {
+                Step::RecordOnce { key, value, until } => {
                     let first = match crate::session::once::mark(
                         ledger.get(&key).map(Vec::as_slice),
-                        issued_at,
                         &value,
+                        until,
+                        ctx.now,
                     ) {
                         crate::session::once::Mark::Record(v) => {
                             ledger.insert(key, v);
@@ -896,6 +904,56 @@ fn logout_deletes_the_session_and_visits_the_end_session_endpoint() {
     assert!(set_cookies(&page)
         .iter()
         .any(|c| c.starts_with("__Host-oidc-session=;") && c.contains("Max-Age=0")));
+    assert!(rp.store.is_empty());
+    assert_eq!(response(rp.get("/", &session)).status, 302);
+}
+
+fn with_revocation(rp: &mut Rp) {
+    if let Some(provider) = rp.provider.as_mut() {
+        provider.metadata.revocation_endpoint =
+            Some(Url::parse("https://idp.example/revoke").unwrap());
+    }
+}
+
+/// The logout's revocation callout: its form, then the answer after it.
+fn logout_revoking(rp: &mut Rp, cookie: &str, revoked: &str) -> LocalResponse {
+    let mut flow = RequestFlow::new();
+    let step = rp.request(
+        &mut flow,
+        "GET",
+        "/oauth2/logout",
+        &[("cookie", cookie.as_bytes())],
+    );
+    let Step::Callout(callout) = step else {
+        panic!("expected the revocation callout, got {step:?}")
+    };
+    assert_eq!(callout.path, "/revoke");
+    assert_eq!(callout.method, "POST");
+    assert_eq!(
+        String::from_utf8(callout.body).unwrap(),
+        format!("token={revoked}&token_type_hint=refresh_token")
+    );
+    assert!(callout
+        .headers
+        .iter()
+        .any(|(n, v)| n == "authorization" && v.starts_with("Basic ")));
+    response(rp.callout_response(&mut flow, 503, ""))
+}
+
+#[test]
+fn logout_revokes_the_refresh_token_when_the_provider_has_a_revocation_endpoint() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::new(&idp);
+    with_revocation(&mut rp);
+    let (_, session) = complete_login(&mut rp, &idp, "/");
+    let page = logout_revoking(&mut rp, &session, "rt-1");
+    assert_eq!(
+        page.status, 302,
+        "a failed revocation does not keep the user in"
+    );
+    assert!(header(&page, "location")
+        .unwrap()
+        .starts_with("https://idp.example/session/end?"));
     assert!(rp.store.is_empty());
     assert_eq!(response(rp.get("/", &session)).status, 302);
 }

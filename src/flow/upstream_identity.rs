@@ -2,27 +2,33 @@
 //! token's claims: the configured claim-to-header map and, optionally, the
 //! whole claim set as base64url JSON.
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::config::Config;
+use crate::config::{ClaimPath, ClaimSource, Config};
 
 /// `sub`, when given, wins over a `sub` in `claims` (a session keeps it apart).
+/// Each header takes the first of its claims for `source` that is present; a
+/// present claim that cannot be a header value (an object, control characters)
+/// sends no header rather than falling back, so the fallback never depends on
+/// what a token's issuer chose to put in a claim's value.
 pub(super) fn identity_headers(
     config: &Config,
+    source: ClaimSource,
     sub: Option<&str>,
     claims: &Map<String, Value>,
 ) -> Vec<(String, String)> {
     let upstream = &config.upstream;
     let mut headers = Vec::new();
-    for (header, path) in &upstream.claim_headers {
-        let value = match sub {
-            Some(sub) if path.0.len() == 1 && path.root() == "sub" => safe(sub.to_string()),
-            _ => path
-                .lookup(claims)
-                .and_then(|claim| header_value(claim, &upstream.claims_separator)),
-        };
+    for (header, spec) in &upstream.claim_headers {
+        let value = spec
+            .for_source(source)
+            .iter()
+            .find_map(|path| claim(path, sub, claims))
+            .and_then(|claim| header_value(&claim, &upstream.claims_separator));
         if let Some(value) = value {
             headers.push((header.clone(), value));
         }
@@ -38,6 +44,24 @@ pub(super) fn identity_headers(
         }
     }
     headers
+}
+
+/// The claim at `path`, unless absent or `null`; borrowed, since this runs for
+/// every header of every request.
+fn claim<'a>(
+    path: &ClaimPath,
+    sub: Option<&str>,
+    claims: &'a Map<String, Value>,
+) -> Option<Cow<'a, Value>> {
+    match sub {
+        Some(sub) if path.0.len() == 1 && path.root() == "sub" => {
+            Some(Cow::Owned(Value::from(sub)))
+        }
+        _ => path
+            .lookup(claims)
+            .filter(|v| !v.is_null())
+            .map(Cow::Borrowed),
+    }
 }
 
 /// A claim as a header value; arrays of scalars are joined with `separator`.
@@ -93,7 +117,12 @@ mod tests {
         }));
         let claims = json!({"sub": "ignored", "groups": ["a", "b"], "email_verified": true,
                             "realm_access": {"roles": ["r1", 2]}, "evil": "x\r\nSet-Cookie: a=b"});
-        let headers = identity_headers(&c, Some("alice"), claims.as_object().unwrap());
+        let headers = identity_headers(
+            &c,
+            ClaimSource::Session,
+            Some("alice"),
+            claims.as_object().unwrap(),
+        );
         let get = |n: &str| {
             headers
                 .iter()
@@ -118,12 +147,68 @@ mod tests {
     #[test]
     fn a_sub_with_control_characters_is_not_sent() {
         let c = config(json!({}));
-        let headers = identity_headers(&c, Some("a\nb"), &Map::new());
+        let headers = identity_headers(&c, ClaimSource::Session, Some("a\nb"), &Map::new());
         assert!(headers.iter().all(|(h, _)| h != "x-auth-request-user"));
-        let headers = identity_headers(&c, None, json!({"sub": "bob"}).as_object().unwrap());
+        let headers = identity_headers(
+            &c,
+            ClaimSource::Bearer,
+            None,
+            json!({"sub": "bob"}).as_object().unwrap(),
+        );
         assert_eq!(
             headers,
             [("x-auth-request-user".to_string(), "bob".to_string())]
         );
+    }
+
+    /// Okta: the ID token's `sub` is the user id, an access token's `sub` is the
+    /// login and its `uid` the user id; one mapping gives the same header.
+    #[test]
+    fn each_source_has_its_claims_and_fallbacks() {
+        let c = config(json!({"claim_headers": {
+            "x-user": {"session": "sub", "bearer": ["uid", "sub"]},
+            "x-groups": ["groups", "roles"],
+        }}));
+        let get = |headers: &[(String, String)], n: &str| {
+            headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone())
+        };
+        let session = identity_headers(
+            &c,
+            ClaimSource::Session,
+            Some("00u1"),
+            json!({"groups": ["admins"]}).as_object().unwrap(),
+        );
+        assert_eq!(get(&session, "x-user").as_deref(), Some("00u1"));
+        assert_eq!(get(&session, "x-groups").as_deref(), Some("admins"));
+        let user_token =
+            json!({"sub": "alice@example.test", "uid": "00u1", "groups": null, "roles": ["r"]});
+        let bearer = identity_headers(
+            &c,
+            ClaimSource::Bearer,
+            Some("alice@example.test"),
+            user_token.as_object().unwrap(),
+        );
+        assert_eq!(get(&bearer, "x-user").as_deref(), Some("00u1"));
+        assert_eq!(get(&bearer, "x-groups").as_deref(), Some("r"));
+        // A client-credentials token has no uid: the fallback is its sub.
+        let machine = identity_headers(
+            &c,
+            ClaimSource::Bearer,
+            Some("0oa9"),
+            json!({"sub": "0oa9"}).as_object().unwrap(),
+        );
+        assert_eq!(get(&machine, "x-user").as_deref(), Some("0oa9"));
+        // A present but unusable first claim does not fall through to the next.
+        let odd = identity_headers(
+            &c,
+            ClaimSource::Bearer,
+            Some("s"),
+            json!({"uid": {"x": 1}}).as_object().unwrap(),
+        );
+        assert_eq!(get(&odd, "x-user"), None);
+        // Sessions keep only the claims their own mapping reads.
+        let retained: Vec<&str> = c.retained_claims().collect();
+        assert!(retained.contains(&"groups") && retained.contains(&"roles"));
+        assert!(!retained.contains(&"uid"));
     }
 }

@@ -117,13 +117,15 @@ impl Filter {
                     let (value, _) = self.shared.store.data.read(&key);
                     self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
                 }
-                Step::RecordOnce {
-                    key,
-                    issued_at,
-                    value,
-                } => {
-                    let first_use =
-                        shared_store::record_once(&self.shared.store.data, &key, issued_at, &value);
+                Step::RecordOnce { key, value, until } => {
+                    let now = super::now(self);
+                    let first_use = shared_store::record_once(
+                        &self.shared.store.data,
+                        &key,
+                        &value,
+                        until,
+                        now,
+                    );
                     self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use))
                 }
                 Step::ClaimRefresh {
@@ -156,6 +158,16 @@ impl Filter {
                     };
                     self.shared.metrics.backchannel_ended(ended);
                     self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, ended))
+                }
+                Step::DenyCookieSession { entries, until } => {
+                    let now = super::now(self);
+                    let denied = if deny_list::record(&self.shared.store.data, &entries, until, now)
+                    {
+                        entries.len()
+                    } else {
+                        0
+                    };
+                    self.with_context(|flow, ctx| flow.handle_sessions_ended(ctx, denied))
                 }
                 Step::ReadBody { max_bytes } => {
                     if self.headers_only {

@@ -120,6 +120,7 @@ impl RootContext for Root {
                     idle_timeout: config.session.idle_timeout,
                     absolute_timeout: config.session.absolute_timeout,
                     max_sessions: config.session.max_sessions,
+                    max_sessions_per_subject: config.session.max_sessions_per_subject,
                     sweeper_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
                     sweep_seen: Default::default(),
                 };
@@ -128,9 +129,12 @@ impl RootContext for Root {
                     config,
                     provider: RefCell::new(ProviderCache::new(data.clone())),
                     store,
-                    process_keys: ProcessKeys::new(data),
+                    process_keys: ProcessKeys::new(data.clone()),
                     metrics: Metrics::define(),
                 }));
+                // On Envoy the first on_configure runs in the canary VM, before
+                // any worker: the one key that must exist before workers race.
+                crate::session::first_write::create_lock(&data);
                 // Fetches start from the first tick: a callout made here would die
                 // with the short-lived canary VM that runs on_configure.
                 self.set_tick_period(Duration::from_secs(1));

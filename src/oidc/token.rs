@@ -63,6 +63,28 @@ pub fn introspection_request(client: &ClientCredentials<'_>, token: &str) -> For
     )
 }
 
+/// Which kind of token a revocation request names (RFC 7009 §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    RefreshToken,
+    AccessToken,
+}
+
+/// RFC 7009 §2.1: asks the provider to revoke `token`, authenticating as for
+/// the token endpoint. Revoking a refresh token also ends its grant's access
+/// tokens at providers that support it.
+pub fn revocation_request(
+    client: &ClientCredentials<'_>,
+    token: &str,
+    kind: TokenKind,
+) -> FormPost {
+    let hint = match kind {
+        TokenKind::RefreshToken => "refresh_token",
+        TokenKind::AccessToken => "access_token",
+    };
+    form_post(client, &[("token", token), ("token_type_hint", hint)])
+}
+
 fn form_post(client: &ClientCredentials<'_>, params: &[(&str, &str)]) -> FormPost {
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.extend_pairs(params);
@@ -317,6 +339,21 @@ mod tests {
         );
         assert_eq!(header(&post, "authorization"), None);
         assert_eq!(post.headers.len(), 2);
+    }
+
+    #[test]
+    fn revocation_request_names_the_token_kind_and_authenticates_as_the_client() {
+        let post = revocation_request(&basic("rp", "secret"), "rt+1", TokenKind::RefreshToken);
+        assert_eq!(
+            String::from_utf8(post.body.clone()).unwrap(),
+            "token=rt%2B1&token_type_hint=refresh_token"
+        );
+        assert_eq!(header(&post, "authorization"), Some("Basic cnA6c2VjcmV0"));
+        let post = revocation_request(&basic("rp", "secret"), "at", TokenKind::AccessToken);
+        assert_eq!(
+            String::from_utf8(post.body).unwrap(),
+            "token=at&token_type_hint=access_token"
+        );
     }
 
     #[test]

@@ -184,6 +184,28 @@ impl IndexEntry {
         ))
     }
 
+    /// One cookie session exactly (its creation time, `sub` and `sid` tell it
+    /// apart), for the deny-list at logout. Never filed in the index.
+    pub fn cookie_session(issuer: &str, session: &Session) -> IndexEntry {
+        IndexEntry(crate::crypto::sha256_b64url(
+            format!(
+                "session|{issuer}|{}|{}|{}",
+                session.created_at,
+                session.sub,
+                session.sid.as_deref().unwrap_or_default()
+            )
+            .as_bytes(),
+        ))
+    }
+
+    /// What the cookie store's deny-list checks a session against: its index
+    /// entries and its own [`IndexEntry::cookie_session`].
+    pub fn for_deny_list(issuer: &str, session: &Session) -> Vec<IndexEntry> {
+        let mut entries = IndexEntry::for_session(issuer, session);
+        entries.push(IndexEntry::cookie_session(issuer, session));
+        entries
+    }
+
     /// The digest itself, e.g. to keep it in the cookie store's deny-list.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -207,10 +229,6 @@ pub struct IndexBucket {
     entries: BTreeMap<String, Vec<(String, u64)>>,
 }
 
-/// Sessions one `sub` may have before the oldest index links are dropped (the
-/// sessions themselves still expire normally).
-const MAX_SESSIONS_PER_ENTRY: usize = 64;
-
 impl IndexBucket {
     pub fn decode(bytes: Option<&[u8]>) -> IndexBucket {
         bytes
@@ -222,14 +240,24 @@ impl IndexBucket {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    pub fn add(&mut self, entry: &IndexEntry, key: &SessionKey, expires_at: u64) {
+    /// Files the session under `entry`. Past `cap` sessions under one entry,
+    /// the oldest links are taken out and returned: the caller must end those
+    /// sessions, since a session the index cannot name could not be revoked.
+    pub fn add(
+        &mut self,
+        entry: &IndexEntry,
+        key: &SessionKey,
+        expires_at: u64,
+        cap: usize,
+    ) -> Vec<SessionKey> {
         let keys = self.entries.entry(entry.0.clone()).or_default();
         if !keys.iter().any(|(k, _)| k == key.as_str()) {
             keys.push((key.as_str().to_string(), expires_at));
         }
-        if keys.len() > MAX_SESSIONS_PER_ENTRY {
-            keys.remove(0);
-        }
+        let excess = keys.len().saturating_sub(cap.max(1));
+        keys.drain(..excess)
+            .map(|(key, _)| SessionKey::from_hash(key))
+            .collect()
     }
 
     pub fn remove(&mut self, entry: &IndexEntry, key: &SessionKey) {
@@ -352,9 +380,11 @@ mod tests {
         let mut index = IndexBucket::default();
         let s = session("alice", 1);
         for entry in IndexEntry::for_session("https://idp", &s) {
-            index.add(&entry, &key(1), 100);
+            assert!(index.add(&entry, &key(1), 100, 64).is_empty());
         }
-        index.add(&IndexEntry::sub("https://idp", "alice"), &key(2), 200);
+        assert!(index
+            .add(&IndexEntry::sub("https://idp", "alice"), &key(2), 200, 64)
+            .is_empty());
         assert_eq!(
             index.take(&IndexEntry::sid("https://idp", "sid-alice")),
             vec![key(1)]
@@ -375,8 +405,8 @@ mod tests {
     fn the_index_sweep_drops_links_of_expired_sessions() {
         let mut index = IndexBucket::default();
         let alice = IndexEntry::sub("https://idp", "alice");
-        index.add(&alice, &key(1), 100);
-        index.add(&alice, &key(2), 200);
+        assert!(index.add(&alice, &key(1), 100, 64).is_empty());
+        assert!(index.add(&alice, &key(2), 200, 64).is_empty());
         assert!(!index.sweep(99));
         assert!(index.sweep(150));
         assert_eq!(index.take(&alice), vec![key(2)]);

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::buckets::IndexEntry;
+use super::first_write::ensure_exists;
 use super::shared_store::{SharedData, WriteError};
 use super::Session;
 
@@ -17,7 +18,9 @@ use super::Session;
 pub const DENY_LIST_KEY: &str = "cookie-sessions/deny-list";
 /// Ceiling on entries: every request of the cookie store copies the list out of
 /// shared data, so it must stay small (256 entries are about 20 KB). When full,
-/// the entry that expires first goes.
+/// the oldest logout is forgotten, but never let go: every session created
+/// before it is refused from then on (the watermark), so a full list fails
+/// closed (those users log in again) instead of bringing a revoked cookie back.
 pub const MAX_ENTRIES: usize = 256;
 const CAS_ATTEMPTS: usize = 8;
 
@@ -35,7 +38,20 @@ struct Entry {
 pub struct DenyList {
     #[serde(rename = "v1")]
     entries: Vec<Entry>,
+    /// Every session created at or before this is refused, until
+    /// `watermark_until`: the newest logout a full list had to forget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    watermark: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    watermark_until: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How an encoded list with a watermark begins to differ: the field's name.
+const WATERMARK_FIELD: &str = "\"watermark\"";
 
 impl DenyList {
     /// `None` for bytes this code did not write.
@@ -70,16 +86,23 @@ impl DenyList {
             same.until = same.until.max(until);
             return true;
         }
-        if self.entries.len() >= MAX_ENTRIES {
-            if let Some(soonest) = self
+        if self.watermark_until <= now {
+            self.watermark = 0;
+            self.watermark_until = 0;
+        }
+        while self.entries.len() >= MAX_ENTRIES {
+            let Some(oldest) = self
                 .entries
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, e)| e.until)
+                .min_by_key(|(_, e)| e.at)
                 .map(|(i, _)| i)
-            {
-                self.entries.swap_remove(soonest);
-            }
+            else {
+                break;
+            };
+            let forgotten = self.entries.swap_remove(oldest);
+            self.watermark = self.watermark.max(forgotten.at);
+            self.watermark_until = self.watermark_until.max(forgotten.until);
         }
         self.entries.push(Entry {
             entry: entry.as_str().to_string(),
@@ -90,7 +113,10 @@ impl DenyList {
     }
 
     pub fn is_denied(&self, issuer: &str, session: &Session, now: u64) -> bool {
-        let filed_under = IndexEntry::for_session(issuer, session);
+        if now < self.watermark_until && session.created_at <= self.watermark {
+            return true;
+        }
+        let filed_under = IndexEntry::for_deny_list(issuer, session);
         self.entries.iter().any(|e| {
             e.until > now
                 && session.created_at <= e.at
@@ -110,10 +136,10 @@ impl DenyList {
     ) -> Option<bool> {
         let text = std::str::from_utf8(encoded).ok()?;
         // Digests are base64url: they appear verbatim in the JSON.
-        let mentioned = IndexEntry::for_session(issuer, session)
+        let mentioned = IndexEntry::for_deny_list(issuer, session)
             .iter()
             .any(|e| text.contains(e.as_str()));
-        if !mentioned {
+        if !mentioned && !text.contains(WATERMARK_FIELD) {
             return Some(false);
         }
         Some(DenyList::decode(encoded)?.is_denied(issuer, session, now))
@@ -124,11 +150,13 @@ impl DenyList {
 pub fn record(data: &impl SharedData, entries: &[IndexEntry], until: u64, now: u64) -> bool {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = data.get(DENY_LIST_KEY);
-        if bytes.is_none() && cas.is_none() {
+        let Some(cas) = cas else {
             // Compare-and-swap on an absent key always succeeds: create it first.
-            let _ = data.set(DENY_LIST_KEY, &DenyList::default().encode(), None);
+            if !ensure_exists(data, DENY_LIST_KEY) {
+                return false;
+            }
             continue;
-        }
+        };
         let mut list = bytes
             .as_deref()
             .and_then(DenyList::decode)
@@ -136,7 +164,7 @@ pub fn record(data: &impl SharedData, entries: &[IndexEntry], until: u64, now: u
         for entry in entries {
             list.insert(entry, until, now);
         }
-        match data.set(DENY_LIST_KEY, &list.encode(), cas) {
+        match data.set(DENY_LIST_KEY, &list.encode(), Some(cas)) {
             Ok(()) => return true,
             Err(WriteError::CasMismatch) => continue,
             Err(WriteError::Failed(reason)) => {
@@ -180,6 +208,61 @@ mod tests {
 
     fn sub(s: &str) -> IndexEntry {
         IndexEntry::sub(ISS, s)
+    }
+
+    #[test]
+    fn a_logged_out_cookie_session_is_denied_alone() {
+        let mut list = DenyList::default();
+        let out = session("alice", Some("sid-1"), NOW - 10);
+        let entry = IndexEntry::cookie_session(ISS, &out);
+        assert!(list.insert(&entry, out.expires_at, NOW));
+        assert!(list.is_denied(ISS, &out, NOW));
+        let encoded = list.encode();
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &out, NOW),
+            Some(true)
+        );
+        let later = session("alice", Some("sid-1"), NOW + 1);
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &later, NOW + 1),
+            Some(false)
+        );
+        let other = session("alice", Some("sid-2"), NOW - 10);
+        assert!(!list.is_denied(ISS, &other, NOW));
+    }
+
+    #[test]
+    fn a_full_list_refuses_every_session_older_than_the_logout_it_forgets() {
+        let mut list = DenyList::default();
+        let first = session("alice", Some("sid-a"), NOW - 100);
+        assert!(list.insert(&sid("sid-a"), NOW + 3600, NOW));
+        for n in 0..MAX_ENTRIES as u64 {
+            assert!(list.insert(&sid(&format!("other-{n}")), NOW + 3600, NOW + 1 + n));
+        }
+        assert_eq!(list.len(), MAX_ENTRIES);
+        let later = NOW + MAX_ENTRIES as u64 + 1;
+        let encoded = list.encode();
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &first, later),
+            Some(true),
+            "the forgotten logout still denies its session"
+        );
+        let bystander = session("bob", Some("sid-b"), NOW - 50);
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &bystander, later),
+            Some(true),
+            "fails closed: older sessions log in again"
+        );
+        let newer = session("carol", Some("sid-c"), NOW + 1);
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &newer, later),
+            Some(false)
+        );
+        assert_eq!(
+            DenyList::check_encoded(&encoded, ISS, &first, NOW + 3600),
+            Some(false),
+            "the watermark lapses when every session it covers has expired"
+        );
     }
 
     #[test]
@@ -231,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn the_list_is_bounded_and_drops_what_expires_first() {
+    fn the_list_is_bounded_and_what_it_forgets_stays_denied() {
         let mut list = DenyList::default();
         for i in 0..MAX_ENTRIES as u64 {
             assert!(list.insert(&sid(&format!("sid-{i}")), NOW + 1000 + i, NOW));
@@ -240,8 +323,8 @@ mod tests {
         assert_eq!(list.len(), MAX_ENTRIES);
         let s = |sid: &str| session("alice", Some(sid), NOW - 1);
         assert!(
-            !list.is_denied(ISS, &s("sid-0"), NOW),
-            "the soonest to expire went"
+            list.is_denied(ISS, &s("sid-0"), NOW),
+            "the forgotten logout's session is refused below the watermark"
         );
         assert!(list.is_denied(ISS, &s("sid-1"), NOW));
         assert!(list.is_denied(ISS, &s("newest"), NOW));

@@ -5,6 +5,7 @@ pub mod buckets;
 pub mod chunks;
 pub mod cookie_codec;
 pub mod deny_list;
+pub mod first_write;
 pub mod login;
 pub mod namespace;
 pub mod once;

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::first_write::ensure_exists;
 use super::shared_store::{SharedData, WriteError};
 use super::SessionKey;
 
@@ -36,11 +37,13 @@ pub fn claim(data: &impl SharedData, key: &SessionKey, now: u64, until: u64) -> 
     let slot = slot_key(key);
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = data.get(&slot);
-        if bytes.is_none() && cas.is_none() {
+        let Some(cas) = cas else {
             // Compare-and-swap on an absent key always succeeds: create it first.
-            let _ = data.set(&slot, b"{\"claims\":[]}", None);
+            if !ensure_exists(data, &slot) {
+                return false;
+            }
             continue;
-        }
+        };
         let mut state: Slot = bytes
             .as_deref()
             .and_then(|b| serde_json::from_slice(b).ok())
@@ -52,7 +55,7 @@ pub fn claim(data: &impl SharedData, key: &SessionKey, now: u64, until: u64) -> 
         }
         state.claims.push((key.as_str().to_string(), until));
         let encoded = serde_json::to_vec(&state).unwrap_or_default();
-        match data.set(&slot, &encoded, cas) {
+        match data.set(&slot, &encoded, Some(cas)) {
             Ok(()) => return true,
             Err(WriteError::CasMismatch) => continue,
             Err(WriteError::Failed(reason)) => {
@@ -90,7 +93,10 @@ mod tests {
             .count();
         assert!(claimed <= SLOTS as usize * MAX_PER_SLOT);
         assert!(claimed > SLOTS as usize * MAX_PER_SLOT / 2);
-        assert!(data.keys() <= SLOTS as usize);
+        assert!(
+            data.keys() <= SLOTS as usize + 1,
+            "the slots and the creation lock"
+        );
         assert!(
             claim(&data, &key("session-0"), 107, 114),
             "all lapse together"

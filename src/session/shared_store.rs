@@ -2,9 +2,12 @@
 //! data), laid out in buckets with an index (see [`super::buckets`]).
 //!
 //! Every read-modify-write goes through compare-and-swap and retries on a
-//! conflict, because all workers write the same keys.
+//! conflict, because all workers write the same keys. A key is created (see
+//! [`super::first_write`]) before its first write, because a version is
+//! ignored for keys that do not exist.
 
 use super::buckets::{IndexBucket, IndexEntry, Layout, SessionBucket};
+use super::first_write::ensure_exists;
 use super::once::{self, Mark};
 use super::{Session, SessionKey};
 use crate::flow::StoreWrite;
@@ -106,9 +109,15 @@ fn update<T, V>(
 ) -> Option<T> {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = data.get(key);
+        let Some(cas) = cas else {
+            if !ensure_exists(data, key) {
+                return None;
+            }
+            continue;
+        };
         let mut value = decode(bytes.as_deref());
         let result = change(&mut value)?;
-        match data.set(key, &encode(&value), cas) {
+        match data.set(key, &encode(&value), Some(cas)) {
             Ok(()) => return Some(result),
             Err(WriteError::CasMismatch) => continue,
             Err(WriteError::Failed(reason)) => {
@@ -129,6 +138,9 @@ pub struct SessionStore<D: SharedData> {
     pub idle_timeout: u64,
     pub absolute_timeout: u64,
     pub max_sessions: u32,
+    /// Sessions one `sub` (or one `sid`) may have; a new one past it ends the
+    /// oldest, so that every session stays reachable for revocation.
+    pub max_sessions_per_subject: usize,
     /// Tells this worker's sweep apart from the others' (random per VM).
     pub sweeper_id: u64,
     /// Creation times of the live sessions seen so far in this worker's pass.
@@ -185,10 +197,25 @@ impl<D: SharedData> SessionStore<D> {
         if new {
             changes.created += 1;
             for entry in IndexEntry::for_session(&self.issuer, &session) {
-                self.update_index(&entry, |index| {
-                    index.add(&entry, &key, session.expires_at);
-                    Some(())
-                });
+                let over_cap = self
+                    .update_index(&entry, |index| {
+                        Some(index.add(
+                            &entry,
+                            &key,
+                            session.expires_at,
+                            self.max_sessions_per_subject,
+                        ))
+                    })
+                    .unwrap_or_default();
+                for oldest in over_cap {
+                    if let Some(ended) =
+                        self.update_bucket(&oldest, |bucket| bucket.remove(&oldest))
+                    {
+                        self.unindex(&oldest, &ended);
+                        changes.evicted += 1;
+                        log::info!("per-subject session cap: ended the user's oldest session");
+                    }
+                }
             }
         }
         if !evicted.is_empty() {
@@ -249,10 +276,19 @@ impl<D: SharedData> SessionStore<D> {
         let slice = buckets.div_ceil(interval.max(1) as u32).max(1);
         let (bytes, cas) = self.data.get(SWEEP_STATE_KEY);
         let Some(mut state) = bytes.as_deref().and_then(SweepState::decode) else {
-            // Create the key first: compare-and-swap on an absent key always succeeds.
-            let _ = self
-                .data
-                .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), None);
+            // The first tick creates the state; the next starts the first pass.
+            let cas = match cas {
+                Some(cas) => Some(cas),
+                None if ensure_exists(&self.data, SWEEP_STATE_KEY) => {
+                    self.data.get(SWEEP_STATE_KEY).1
+                }
+                None => None,
+            };
+            if let Some(cas) = cas {
+                let _ = self
+                    .data
+                    .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), Some(cas));
+            }
             return None;
         };
         let mine = state.owner == self.sweeper_id;
@@ -296,8 +332,9 @@ impl<D: SharedData> SessionStore<D> {
                 now + interval
             };
         }
-        let (_, cas) = self.data.get(SWEEP_STATE_KEY);
-        let _ = self.data.set(SWEEP_STATE_KEY, &state.encode(), cas);
+        if let (_, Some(cas)) = self.data.get(SWEEP_STATE_KEY) {
+            let _ = self.data.set(SWEEP_STATE_KEY, &state.encode(), Some(cas));
+        }
         if changes.expired > 0 || changes.evicted > 0 {
             log::info!(
                 "session sweep: {} expired, {} evicted over the ceiling",
@@ -311,9 +348,12 @@ impl<D: SharedData> SessionStore<D> {
     /// A whole pass at once, and the evicting pass the ceiling may call for
     /// (tests, benchmarks).
     pub fn sweep_all(&self, now: u64) -> Changes {
-        let _ = self
-            .data
-            .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), None);
+        ensure_exists(&self.data, SWEEP_STATE_KEY);
+        if let (_, Some(cas)) = self.data.get(SWEEP_STATE_KEY) {
+            let _ = self
+                .data
+                .set(SWEEP_STATE_KEY, &SweepState::new(now).encode(), Some(cas));
+        }
         let mut total = Changes::default();
         for _ in 0..2 {
             let Some(changes) = self.sweep_tick(now, 1) else {
@@ -409,13 +449,19 @@ impl<D: SharedData> SessionStore<D> {
     }
 }
 
-/// Records `value` in a single-use ledger. `true` on first use.
-pub fn record_once(data: &impl SharedData, key: &str, issued_at: u64, value: &str) -> bool {
+/// Records `value`, usable until `until`, in a single-use ledger. `true` on first use.
+pub fn record_once(data: &impl SharedData, key: &str, value: &str, until: u64, now: u64) -> bool {
     for _ in 0..CAS_ATTEMPTS {
         let (bytes, cas) = data.get(key);
-        match once::mark(bytes.as_deref(), issued_at, value) {
+        let Some(cas) = cas else {
+            if !ensure_exists(data, key) {
+                return false;
+            }
+            continue;
+        };
+        match once::mark(bytes.as_deref(), value, until, now) {
             Mark::AlreadyUsed => return false,
-            Mark::Record(updated) => match data.set(key, &updated, cas) {
+            Mark::Record(updated) => match data.set(key, &updated, Some(cas)) {
                 Ok(()) => return true,
                 Err(WriteError::CasMismatch) => continue,
                 Err(WriteError::Failed(reason)) => {
@@ -488,6 +534,7 @@ mod tests {
             idle_timeout: 100,
             absolute_timeout: 1_000_000,
             max_sessions,
+            max_sessions_per_subject: 64,
             sweeper_id: 1,
             sweep_seen: Default::default(),
         }
@@ -629,13 +676,36 @@ mod tests {
     }
 
     #[test]
+    fn past_the_per_subject_cap_the_oldest_session_ends_and_every_other_stays_revocable() {
+        let mut store = store(1000);
+        store.max_sessions_per_subject = 3;
+        let mut evicted = 0;
+        for n in 0..5 {
+            evicted += put(&store, n, session("alice", "same-sid", 10 + u64::from(n))).evicted;
+        }
+        assert_eq!(evicted, 2);
+        assert!(
+            load(&store, 0).is_none() && load(&store, 1).is_none(),
+            "the oldest end"
+        );
+        assert!((2..5).all(|n| load(&store, n).is_some()));
+        put(&store, 9, session("bob", "bob-sid", 10));
+        assert_eq!(store.end_sessions(&[IndexEntry::sub(ISSUER, "alice")]), 3);
+        assert!(
+            (0..5).all(|n| load(&store, n).is_none()),
+            "none left unrevocable"
+        );
+        assert!(load(&store, 9).is_some());
+    }
+
+    #[test]
     fn the_sweep_removes_expired_sessions_and_enforces_the_ceiling() {
         let mut store = store(1000);
         store.idle_timeout = 1_000_000;
         store.absolute_timeout = 2048;
         let mut bucket_evictions = 0;
         for n in 0..1500 {
-            let mut s = session("u", &format!("s{n}"), 100 + u64::from(n));
+            let mut s = session(&format!("u{n}"), &format!("s{n}"), 100 + u64::from(n));
             s.expires_at = if n < 200 { 1000 } else { 3000 };
             bucket_evictions += put(&store, n, s).evicted;
         }
@@ -716,7 +786,7 @@ mod tests {
         }
         let bucket_keys = store.layout.bucket_count() as usize;
         assert!(
-            store.data.keys() <= 2 * bucket_keys,
+            store.data.keys() <= 2 * bucket_keys + 1,
             "{} keys",
             store.data.keys()
         );
@@ -725,9 +795,160 @@ mod tests {
     #[test]
     fn a_ledger_entry_is_accepted_once() {
         let data = InMemory::default();
-        assert!(record_once(&data, "once/x/1", 100, "state"));
-        assert!(!record_once(&data, "once/x/1", 100, "state"));
-        assert!(record_once(&data, "once/x/1", 100, "other"));
+        assert!(record_once(&data, "once/x/1", "state", 700, 100));
+        assert!(!record_once(&data, "once/x/1", "state", 700, 100));
+        assert!(record_once(&data, "once/x/1", "other", 700, 100));
+    }
+
+    /// Shared data where another worker's whole operation runs right after this
+    /// worker first reads `key` as absent, as two workers' first writes interleave.
+    type OtherWorker<'a> = Box<dyn FnOnce(&InMemory) + 'a>;
+
+    struct Interleaved<'a> {
+        data: &'a InMemory,
+        key: &'static str,
+        other_worker: std::cell::RefCell<Option<OtherWorker<'a>>>,
+    }
+
+    impl SharedData for Interleaved<'_> {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            let read = self.data.get(key);
+            if key == self.key && read.1.is_none() {
+                if let Some(other) = self.other_worker.borrow_mut().take() {
+                    other(self.data);
+                }
+            }
+            read
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError> {
+            self.data.set(key, value, cas)
+        }
+    }
+
+    fn interleaved<'a>(
+        data: &'a InMemory,
+        key: &'static str,
+        other: impl FnOnce(&InMemory) + 'a,
+    ) -> Interleaved<'a> {
+        Interleaved {
+            data,
+            key,
+            other_worker: std::cell::RefCell::new(Some(Box::new(other))),
+        }
+    }
+
+    #[test]
+    fn two_first_writes_to_an_absent_key_both_land() {
+        let data = InMemory::default();
+        let racing = interleaved(&data, "k", |data| {
+            update(
+                &data,
+                "k",
+                |b| b.map(<[u8]>::to_vec).unwrap_or_default(),
+                Clone::clone,
+                |v: &mut Vec<u8>| {
+                    v.push(b'B');
+                    Some(())
+                },
+            );
+        });
+        update(
+            &racing,
+            "k",
+            |b| b.map(<[u8]>::to_vec).unwrap_or_default(),
+            Clone::clone,
+            |v: &mut Vec<u8>| {
+                v.push(b'A');
+                Some(())
+            },
+        );
+        let mut stored = data.get("k").0.unwrap_or_default();
+        stored.sort();
+        assert_eq!(stored, b"AB", "one worker's first write was lost");
+    }
+
+    #[test]
+    fn first_sessions_filed_under_one_subject_after_a_start_keep_their_index_links() {
+        let layout = Layout::new(100);
+        let entry = IndexEntry::sub(ISSUER, "alice");
+        let index_key: &'static str = layout.index_bucket(&entry).leak();
+        let data = InMemory::default();
+        let racing = SessionStore {
+            data: interleaved(&data, index_key, |data| {
+                let worker = SessionStore {
+                    data,
+                    layout,
+                    issuer: ISSUER.to_string(),
+                    idle_timeout: 100,
+                    absolute_timeout: 1_000_000,
+                    max_sessions: 100,
+                    max_sessions_per_subject: 64,
+                    sweeper_id: 2,
+                    sweep_seen: Default::default(),
+                };
+                worker.apply(vec![StoreWrite::Put {
+                    key: key(2),
+                    session: Box::new(session("alice", "s2", 10)),
+                }]);
+            }),
+            layout,
+            issuer: ISSUER.to_string(),
+            idle_timeout: 100,
+            absolute_timeout: 1_000_000,
+            max_sessions: 100,
+            max_sessions_per_subject: 64,
+            sweeper_id: 1,
+            sweep_seen: Default::default(),
+        };
+        racing.apply(vec![StoreWrite::Put {
+            key: key(1),
+            session: Box::new(session("alice", "s1", 10)),
+        }]);
+        assert_eq!(
+            racing.end_sessions(&[entry]),
+            2,
+            "a session lost its index link and cannot be ended"
+        );
+    }
+
+    #[test]
+    fn a_state_used_by_two_workers_at_once_after_a_start_is_accepted_once() {
+        let data = InMemory::default();
+        let other_accepted = std::cell::Cell::new(false);
+        let racing = interleaved(&data, "once/login/1", |data| {
+            other_accepted.set(record_once(&data, "once/login/1", "state", 700, 100));
+        });
+        let accepted = record_once(&racing, "once/login/1", "state", 700, 100);
+        assert!(other_accepted.get());
+        assert!(!accepted, "the same state was accepted twice");
+    }
+
+    #[test]
+    fn a_flood_of_first_uses_keeps_the_ledger_bounded_and_genuine_logins_record() {
+        let data = InMemory::default();
+        let now = 1_000;
+        for n in 0..40_000u32 {
+            let forged = format!("forged-{n}");
+            let key = once::ledger_key("login", &forged);
+            assert!(record_once(&data, &key, &forged, now + 600, now));
+            if n % 1000 == 0 {
+                let genuine = format!("genuine-{n}");
+                let key = once::ledger_key("login", &genuine);
+                assert!(record_once(&data, &key, &genuine, now + 600, now));
+                assert!(
+                    !record_once(&data, &key, &genuine, now + 600, now),
+                    "a replay right after is refused"
+                );
+            }
+        }
+        assert!(
+            data.keys() <= once::SHARDS as usize + 1,
+            "{} keys",
+            data.keys()
+        );
+        let bound = once::SHARDS as usize * (once::PER_SHARD * 40 + 20);
+        assert!(data.bytes() <= bound, "{} bytes", data.bytes());
     }
 
     #[test]

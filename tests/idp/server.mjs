@@ -12,6 +12,7 @@
 //                                 refresh_token grant gets a refresh token; "offline_access": only
 //                                 when scope has offline_access and prompt=consent (the library default)
 //   IDP_LOG_REQUESTS              "1": log every request line to stderr
+//   IDP_PROFILE                   "okta": shaped like an Okta custom authorization server (below)
 //
 // Clients: oidc-filter-demo / demo-client-secret (authorization_code + refresh_token,
 // client_secret_basic) and m2m / m2m-secret (client_credentials).
@@ -19,10 +20,19 @@
 // Users whose name starts with `big` get about 5 KB of `groups`, for sessions too large
 // for one cookie.
 //
+// IDP_PROFILE=okta, like Okta's "default" custom authorization server:
+//   - issuer http://127.0.0.1:$IDP_PORT/oauth2/default (the provider is mounted under that path);
+//   - the ID token's `sub` is a user id (`00u` + the login in hex), while access tokens are JWTs
+//     with `aud: api://default`, `sub` = the login (email), `uid` = the user id, `cid` = the client
+//     id, `scp` = the granted scopes as an array, and the `groups` claim;
+//   - refresh tokens only when `offline_access` is requested, rotated on every refresh (reuse of
+//     an old one revokes the grant).
+//
 // Test hooks (not part of OIDC):
 //   GET  /__test/stats   JSON counters: token requests per grant_type, back-channel logouts, ...
 //   POST /__test/reset   zeroes the counters
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Provider from 'oidc-provider';
@@ -52,8 +62,26 @@ function boolEnv(name) {
 
 const PORT = intEnv('IDP_PORT', 9601);
 const HOST = '127.0.0.1';
-const ISSUER = `http://${HOST}:${PORT}`;
-const API_RESOURCE = 'https://api.example/';
+const PROFILE = env.IDP_PROFILE || 'default';
+if (!['default', 'okta'].includes(PROFILE)) {
+  throw new Error(`IDP_PROFILE must be "default" or "okta", got ${PROFILE}`);
+}
+const OKTA = PROFILE === 'okta';
+// Okta's custom authorization servers have a path in the issuer.
+const MOUNT = OKTA ? '/oauth2/default' : '';
+const ISSUER = `http://${HOST}:${PORT}${MOUNT}`;
+const API_RESOURCE = OKTA ? 'api://default' : 'https://api.example/';
+const OKTA_SCOPES = 'openid profile email groups offline_access';
+
+// Okta user ids look like 00u…; here the login in hex, so either form maps back to the user.
+function oktaUserId(login) {
+  return `00u${Buffer.from(login, 'utf8').toString('hex')}`;
+}
+function loginOf(accountId) {
+  return /^00u([0-9a-f]{2})+$/.test(accountId)
+    ? Buffer.from(accountId.slice(3), 'hex').toString('utf8')
+    : accountId;
+}
 
 const TTL = {
   AccessToken: intEnv('TTL_ACCESS_TOKEN', 3600),
@@ -104,9 +132,11 @@ const configuration = {
   clients: [demoClient, m2mClient],
   jwks,
   cookies: { keys: ['oidc-filter-test-idp-cookie-key'] },
-  async findAccount(ctx, sub) {
+  async findAccount(ctx, accountId) {
+    // Okta profile: the account id (the ID token's sub) is the user id 00u…; claims use the login.
+    const sub = loginOf(accountId);
     return {
-      accountId: sub,
+      accountId,
       async claims() {
         return {
           sub,
@@ -131,10 +161,31 @@ const configuration = {
   },
   conformIdTokenClaims: false,
   pkce: { required: () => true },
-  rotateRefreshToken: boolEnv('ROTATE_REFRESH_TOKEN'),
+  rotateRefreshToken: OKTA || boolEnv('ROTATE_REFRESH_TOKEN'),
   issueRefreshToken(ctx, client, code) {
     if (!client.grantTypeAllowed('refresh_token')) return false;
+    if (OKTA) return code.scopes.has('offline_access');
     return issueRefreshTokenMode === 'always' || code.scopes.has('offline_access');
+  },
+  formats: {
+    customizers: {
+      // Okta's access token claims: sub is the login, uid the user id, cid and scp.
+      async jwt(ctx, token, jwt) {
+        if (!OKTA) return;
+        const { payload } = jwt;
+        const login = token.accountId ? loginOf(token.accountId) : undefined;
+        payload.ver = 1;
+        payload.cid = payload.client_id;
+        payload.scp = (payload.scope || '').split(' ').filter(Boolean);
+        delete payload.client_id;
+        delete payload.scope;
+        if (login !== undefined) {
+          payload.sub = `${login}@example.test`;
+          payload.uid = oktaUserId(login);
+          payload.groups = groupsOf(login);
+        }
+      },
+    },
   },
   ttl: {
     AccessToken: TTL.AccessToken,
@@ -157,14 +208,14 @@ const configuration = {
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      defaultResource: (ctx, client) => (client.clientId === 'm2m' ? API_RESOURCE : undefined),
-      useGrantedResource: () => false,
+      defaultResource: (ctx, client) => (OKTA || client.clientId === 'm2m' ? API_RESOURCE : undefined),
+      useGrantedResource: () => OKTA,
       getResourceServerInfo(ctx, resource) {
         if (resource !== API_RESOURCE) {
           throw new Provider.errors.InvalidTarget(`unknown resource ${resource}`);
         }
         return {
-          scope: 'api:read api:write',
+          scope: OKTA ? `${OKTA_SCOPES} api:read api:write` : 'api:read api:write',
           audience: resource,
           accessTokenFormat: 'jwt',
           accessTokenTTL: TTL.AccessToken,
@@ -200,6 +251,29 @@ const bump = (obj, key) => {
 };
 
 provider.use(async (ctx, next) => {
+  // Okta issues a refresh token for offline_access without asking for consent again;
+  // oidc-provider drops offline_access unless prompt=consent, so add it.
+  if (OKTA && ctx.path === '/auth' && ctx.method === 'GET') {
+    const params = new URLSearchParams(ctx.querystring);
+    if ((params.get('scope') || '').split(' ').includes('offline_access') && !params.get('prompt')) {
+      params.set('prompt', 'consent');
+      ctx.querystring = params.toString();
+      // oidc-provider finds its mount path by locating ctx.url in req.originalUrl.
+      ctx.req.originalUrl = `${MOUNT}${ctx.url}`;
+    }
+  }
+  // Okta profile: the typed login name becomes the account id 00u… (the ID token's sub), as
+  // Okta's ID tokens carry the user id. The devInteractions form is rewritten before the
+  // library reads it (it falls back to req.body once the stream is consumed).
+  if (OKTA && ctx.method === 'POST' && /^\/interaction\/[^/]+$/.test(ctx.path)) {
+    const chunks = [];
+    for await (const chunk of ctx.req) chunks.push(chunk);
+    const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+    if (form.get('prompt') === 'login' && form.get('login')) {
+      form.set('login', oktaUserId(loginOf(form.get('login'))));
+    }
+    ctx.req.body = form.toString();
+  }
   if (ctx.path === '/__test/stats' && ctx.method === 'GET') {
     ctx.status = 200;
     ctx.set('cache-control', 'no-store');
@@ -245,7 +319,19 @@ provider.on('end_session.success', () => {
   stats.end_sessions += 1;
 });
 
-const server = provider.listen(PORT, HOST);
+// Mounted like an Express/Koa prefix router: oidc-provider derives the mount path from
+// req.originalUrl minus req.url. Nothing outside MOUNT exists.
+const callback = provider.callback();
+const server = createServer((req, res) => {
+  if (!MOUNT) return callback(req, res);
+  if (req.url !== MOUNT && !req.url.startsWith(`${MOUNT}/`) && !req.url.startsWith(`${MOUNT}?`)) {
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    return undefined;
+  }
+  req.originalUrl = req.url;
+  req.url = req.url.slice(MOUNT.length) || '/';
+  return callback(req, res);
+}).listen(PORT, HOST);
 server.on('listening', () => {
   console.log(`test IdP ready: issuer ${ISSUER} (login with any name, e.g. alice, and any password)`);
 });

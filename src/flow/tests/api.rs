@@ -723,10 +723,10 @@ fn the_cache_is_bounded_and_collisions_only_evict() {
 }
 
 #[test]
-fn an_id_token_without_nonce_is_no_access_token_for_the_default_audience() {
+fn an_id_token_without_nonce_is_no_access_token_for_the_client_id_audience() {
     let idp = Idp::new(1, "k1");
-    // The default API audience is the client id, the audience of our ID tokens.
-    let mut rp = Rp::new(&idp);
+    // An operator who names the client id as the API audience: the audience of our ID tokens.
+    let mut rp = Rp::with_config(&idp, r#", "bearer": {"audiences": ["rp"]}"#);
     let refreshed_id_token = idp.id_token(serde_json::json!({
         "iss": ISSUER, "aud": "rp", "azp": "rp", "sub": "alice", "auth_time": NOW - 600,
         "iat": NOW - 10, "exp": NOW + 300, "at_hash": "x"

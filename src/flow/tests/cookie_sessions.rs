@@ -382,6 +382,33 @@ fn logout_expires_every_chunk_and_sends_the_id_token_hint() {
 }
 
 #[test]
+fn logout_denies_a_copy_of_the_cookie_here_and_revokes_its_refresh_token() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = cookie_rp(&idp);
+    with_revocation(&mut rp);
+    let mut jar = Jar::default();
+    login_with(&mut rp, &idp, &mut jar, serde_json::json!({}));
+    let copy = jar.clone();
+
+    let page = logout_revoking(&mut rp, &jar.header(), "rt-1");
+    assert_eq!(page.status, 302);
+    assert_eq!(expired_names(&page.headers), [BASE]);
+    jar.take(&page.headers);
+
+    let refused = response(visit(&mut rp, &copy, "/"));
+    assert_eq!(refused.status, 302, "the copied cookie starts a new login");
+    assert_eq!(expired_names(&refused.headers), [BASE]);
+
+    rp.now += 1;
+    let mut again = Jar::default();
+    login_with(&mut rp, &idp, &mut again, serde_json::json!({}));
+    assert!(
+        matches!(visit(&mut rp, &again, "/"), Step::Forward(_)),
+        "only that session is denied: the same user's next login works"
+    );
+}
+
+#[test]
 fn a_refresh_reissues_the_cookie_with_the_new_tokens() {
     let idp = Idp::new(1, "k1");
     let mut rp = Rp::with_config(
