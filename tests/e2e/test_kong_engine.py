@@ -90,7 +90,12 @@ def nginx(workdir, idp, echo, port_pool, wasm):
 def ngx(workdir, idp, echo, port_pool, wasm):
     """One nginx with the example configuration for the tests that need nothing special."""
     factory = NginxFactory(workdir, idp, echo, port_pool)
-    yield factory(_tag_worker=True)
+    try:
+        gw = factory(_tag_worker=True)
+    except Exception:
+        factory.stop_all()  # no teardown runs for a fixture that failed to start
+        raise
+    yield gw
     factory.stop_all()
 
 
