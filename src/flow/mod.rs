@@ -201,6 +201,8 @@ pub enum StoreWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callout {
     pub cluster: String,
+    /// `http` or `https`, from the URL: hosts that pick TLS per call read it.
+    pub scheme: String,
     pub method: &'static str,
     pub authority: String,
     pub path: String,
@@ -222,6 +224,7 @@ impl Callout {
         };
         Callout {
             cluster: config.clusters.for_authority(&authority).to_string(),
+            scheme: url.scheme().to_string(),
             method,
             authority,
             path,

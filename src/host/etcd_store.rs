@@ -258,6 +258,8 @@ impl Filter {
             }
             let callout = flow::Callout {
                 cluster: etcd.config.clusters[index].clone(),
+                // TLS to etcd comes from the Envoy cluster's transport socket.
+                scheme: "http".to_string(),
                 method: "POST",
                 authority: etcd.config.authority.clone(),
                 path: request.path.to_string(),
@@ -265,7 +267,7 @@ impl Filter {
                 body: request.body.clone(),
                 timeout_ms: etcd.config.timeout_ms,
             };
-            if let Ok(token) = provider_fetch::dispatch(self, &callout) {
+            if let Ok(token) = provider_fetch::dispatch(self, self.shared.engine, &callout) {
                 self.waiting = Waiting::Etcd(token);
                 self.etcd.call = Some(call);
                 return Intercept::Wait(self.pause());

@@ -9,10 +9,9 @@ use proxy_wasm::types::Action;
 use super::etcd_store;
 use super::provider_fetch;
 use super::root::Shared;
-use super::store::{self, HostSharedData};
 use crate::config::SessionStoreKind;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step, StoreWrite};
-use crate::http::{cache_control, pages};
+use crate::http::{cache_control, framing, pages};
 use crate::provider::Provider;
 use crate::session::refresh_outcome::{self, RefreshOutcome, RefreshRound};
 use crate::session::{deny_list, refresh_lease, shared_store};
@@ -76,7 +75,9 @@ impl Filter {
 
     fn read_request(&self) -> RequestHead {
         let mut head = RequestHead::default();
-        for (name, value) in self.get_http_request_headers_bytes() {
+        for (mut name, value) in self.get_http_request_headers_bytes() {
+            // ngx_wasm_module passes HTTP/1.1 names as the client spelled them.
+            name.make_ascii_lowercase();
             match name.as_str() {
                 ":method" => head.method = String::from_utf8_lossy(&value).into_owned(),
                 ":path" => head.target = value,
@@ -153,7 +154,7 @@ impl Filter {
             step = match step {
                 Step::AwaitRefresh { round, until } => {
                     let now = super::now(self);
-                    let outcome = refresh_outcome::read(&HostSharedData, &round, now);
+                    let outcome = refresh_outcome::read(&self.shared.store.data, &round, now);
                     let parked = outcome.is_none()
                         && now < until
                         && self
@@ -172,7 +173,7 @@ impl Filter {
                     then,
                 } => {
                     let now = super::now(self);
-                    refresh_outcome::publish(&HostSharedData, &round, &outcome, now, until);
+                    refresh_outcome::publish(&self.shared.store.data, &round, &outcome, now, until);
                     *then
                 }
                 Step::LoadSession { key } => {
@@ -180,23 +181,28 @@ impl Filter {
                     self.with_context(|flow, ctx| flow.handle_session(ctx, value))
                 }
                 Step::LoadCache { key } => {
-                    let (value, _) = store::get(&key);
+                    let (value, _) = self.shared.store.data.read(&key);
                     self.with_context(|flow, ctx| flow.handle_cached(ctx, value.as_deref()))
                 }
                 Step::StoreCache { key, value, then } => {
-                    if let Err(status) = store::set(&key, &value, None) {
+                    if let Err(status) = self.shared.store.data.write(&key, &value, None) {
                         log::warn!("cache write failed: {status:?}");
                     }
                     *then
                 }
                 Step::LoadDenyList { key } => {
-                    let (value, _) = store::get(&key);
+                    let (value, _) = self.shared.store.data.read(&key);
                     self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
                 }
                 Step::RecordOnce { key, value, until } => {
                     let now = super::now(self);
-                    let first_use =
-                        shared_store::record_once(&HostSharedData, &key, &value, until, now);
+                    let first_use = shared_store::record_once(
+                        &self.shared.store.data,
+                        &key,
+                        &value,
+                        until,
+                        now,
+                    );
                     self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use))
                 }
                 Step::ClaimRefresh {
@@ -206,7 +212,7 @@ impl Filter {
                 } => {
                     let now = super::now(self);
                     let claimed = if self.cookie_sessions() {
-                        refresh_lease::claim(&HostSharedData, &key, now, until)
+                        refresh_lease::claim(&self.shared.store.data, &key, now, until)
                     } else {
                         self.shared
                             .store
@@ -214,7 +220,7 @@ impl Filter {
                     };
                     if claimed {
                         let round = RefreshRound::of(&key, &access_token);
-                        refresh_outcome::withdraw(&HostSharedData, &round, now);
+                        refresh_outcome::withdraw(&self.shared.store.data, &round, now);
                     }
                     self.with_context(|flow, ctx| flow.handle_refresh_claimed(ctx, claimed))
                 }
@@ -223,7 +229,7 @@ impl Filter {
                         // Cookies cannot be deleted from here: deny them on this replica.
                         let now = super::now(self);
                         let until = now + self.shared.config.session.absolute_timeout;
-                        if deny_list::record(&HostSharedData, &entries, until, now) {
+                        if deny_list::record(&self.shared.store.data, &entries, until, now) {
                             entries.len()
                         } else {
                             0
@@ -236,7 +242,8 @@ impl Filter {
                 }
                 Step::DenyCookieSession { entries, until } => {
                     let now = super::now(self);
-                    let denied = if deny_list::record(&HostSharedData, &entries, until, now) {
+                    let denied = if deny_list::record(&self.shared.store.data, &entries, until, now)
+                    {
                         entries.len()
                     } else {
                         0
@@ -246,32 +253,46 @@ impl Filter {
                 Step::ReadBody { max_bytes } => {
                     if self.headers_only {
                         self.with_context(|flow, ctx| flow.handle_body(ctx, Some(&[])))
+                    } else if self.shared.engine.body_follows_headers() {
+                        // The body comes only once the headers continue; the
+                        // flow decides (and answers) from the body callback.
+                        self.reading_body = Some(max_bytes);
+                        if self.paused {
+                            self.paused = false;
+                            self.resume_http_request();
+                        }
+                        return Action::Continue;
                     } else {
                         self.reading_body = Some(max_bytes);
                         return self.pause();
                     }
                 }
-                Step::Callout(callout) => match provider_fetch::dispatch(self, &callout) {
-                    Ok(token) => {
-                        self.waiting = Waiting::Flow(token);
-                        return self.pause();
+                Step::Callout(callout) => {
+                    match provider_fetch::dispatch(self, self.shared.engine, &callout) {
+                        Ok(token) => {
+                            self.waiting = Waiting::Flow(token);
+                            return self.pause();
+                        }
+                        Err(status) => {
+                            let outcome =
+                                CalloutOutcome::Failed(format!("callout not sent: {status:?}"));
+                            self.with_context(|flow, ctx| {
+                                flow.handle_callout_response(ctx, outcome)
+                            })
+                        }
                     }
-                    Err(status) => {
-                        let outcome =
-                            CalloutOutcome::Failed(format!("callout not sent: {status:?}"));
-                        self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
-                    }
-                },
+                }
                 Step::RefetchJwks { kid } => {
                     let now = super::now(self);
                     let provider = self.shared.provider.borrow_mut().current(now);
+                    let data = &self.shared.store.data;
                     let sent = match provider {
-                        Some(provider) if provider_fetch::claim_jwks_refetch(&kid, now) => {
+                        Some(provider) if provider_fetch::claim_jwks_refetch(data, &kid, now) => {
                             let callout = provider_fetch::jwks_callout(
                                 &self.shared.config,
                                 &provider.metadata,
                             );
-                            provider_fetch::dispatch(self, &callout).ok()
+                            provider_fetch::dispatch(self, self.shared.engine, &callout).ok()
                         }
                         _ => None,
                     };
@@ -286,16 +307,14 @@ impl Filter {
                 Step::Forward(forward) => {
                     self.apply(forward.writes);
                     for name in &forward.remove_headers {
-                        self.set_http_request_header(name, None);
+                        self.remove_request_header(name);
                     }
                     for (name, value) in &forward.set_headers {
-                        self.set_http_request_header(name, Some(value));
+                        self.set_request_header(name, value.as_bytes());
                     }
                     match &forward.cookie {
-                        Some(Some(cookie)) => {
-                            self.set_http_request_header_bytes("cookie", Some(cookie))
-                        }
-                        Some(None) => self.set_http_request_header("cookie", None),
+                        Some(Some(cookie)) => self.set_request_header("cookie", cookie),
+                        Some(None) => self.remove_request_header("cookie"),
                         None => {}
                     }
                     self.response_headers = forward.response_headers;
@@ -330,13 +349,33 @@ impl Filter {
         if self.cookie_sessions() {
             for write in writes {
                 if let StoreWrite::ReleaseRefresh { key } = write {
-                    refresh_lease::release(&HostSharedData, &key);
+                    refresh_lease::release(&self.shared.store.data, &key);
                 }
             }
             return;
         }
         let changes = self.shared.store.apply(writes);
         self.shared.metrics.record(&changes);
+    }
+
+    /// Where removal leaves the header on its way upstream, its value is
+    /// emptied in place instead (the gateway's configuration must drop it).
+    fn remove_request_header(&self, name: &str) {
+        if self.shared.engine.removal_forwards_header() {
+            self.set_http_request_header(name, Some(""));
+        } else {
+            self.set_http_request_header(name, None);
+        }
+    }
+
+    /// Replaces every copy of a request header by one with `value`. On
+    /// ngx_wasm_module a set on a header the client sent twice clears every
+    /// copy, the updated one included; a second set then adds the value.
+    fn set_request_header(&self, name: &str, value: &[u8]) {
+        self.set_http_request_header_bytes(name, Some(value));
+        if self.shared.engine.set_clears_duplicates() {
+            self.set_http_request_header_bytes(name, Some(value));
+        }
     }
 
     fn cookie_sessions(&self) -> bool {
@@ -380,7 +419,8 @@ impl Context for Filter {
         body_size: usize,
         _trailers: usize,
     ) {
-        let outcome = provider_fetch::read_response(self, num_headers, body_size);
+        let outcome =
+            provider_fetch::read_response(self, self.shared.engine, num_headers, body_size);
         let step = match std::mem::replace(&mut self.waiting, Waiting::Nothing) {
             Waiting::Flow(expected) if expected == token => {
                 self.with_context(|flow, ctx| flow.handle_callout_response(ctx, outcome))
@@ -391,8 +431,9 @@ impl Context for Filter {
             },
             Waiting::Jwks(expected, kid) if expected == token => {
                 let now = super::now(self);
+                let data = &self.shared.store.data;
                 let stored = provider_fetch::expect_ok(outcome, "JWKS refetch")
-                    .and_then(|body| provider_fetch::store_refetched_jwks(&kid, now, &body));
+                    .and_then(|body| provider_fetch::store_refetched_jwks(data, &kid, now, &body));
                 match stored {
                     Ok(()) => self.shared.provider.borrow_mut().reload(now),
                     Err(reason) => {
@@ -457,8 +498,10 @@ impl HttpContext for Filter {
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.headers_only = end_of_stream;
         let request = self.read_request();
+        self.headers_only = end_of_stream
+            || (self.shared.engine.body_follows_headers()
+                && !framing::declares_body(&request.headers));
         self.etcd_note_request(&request);
         let step = self.with_context(|flow, ctx| flow.handle_request(ctx, request));
         self.drive(step)

@@ -1,6 +1,7 @@
 //! proxy-wasm glue: translates host events into calls of the core and the
 //! core's steps into host calls. No decisions are made here.
 
+mod engine;
 mod etcd_store;
 mod filter;
 mod metrics;

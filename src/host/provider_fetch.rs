@@ -6,8 +6,9 @@ use std::time::Duration;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::Status;
 
+use super::engine::Engine;
 use super::metrics::Metrics;
-use super::store;
+use super::store::HostSharedData;
 use crate::config::Config;
 use crate::flow::{Callout, CalloutOutcome};
 use crate::oidc::discovery::{self, ProviderMetadata};
@@ -22,14 +23,23 @@ const STATUS_KEY: &str = "provider/status";
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// This VM's parsed copy of the shared provider documents.
-#[derive(Default)]
 pub struct ProviderCache {
+    data: HostSharedData,
     provider: Option<Rc<Provider>>,
     cas: Option<u32>,
     checked_at: u64,
 }
 
 impl ProviderCache {
+    pub fn new(data: HostSharedData) -> ProviderCache {
+        ProviderCache {
+            data,
+            provider: None,
+            cas: None,
+            checked_at: 0,
+        }
+    }
+
     /// Re-reads shared data at most once a second, re-parses only on change.
     pub fn current(&mut self, now: u64) -> Option<Rc<Provider>> {
         if self.provider.is_none() || now != self.checked_at {
@@ -40,7 +50,7 @@ impl ProviderCache {
 
     pub fn reload(&mut self, now: u64) {
         self.checked_at = now;
-        let (value, cas) = store::get(DOCUMENT_KEY);
+        let (value, cas) = self.data.read(DOCUMENT_KEY);
         if cas == self.cas && self.provider.is_some() {
             return;
         }
@@ -61,21 +71,21 @@ impl ProviderCache {
 
 /// Takes the fetch lease if a fetch is due. The first VM to see no status
 /// creates it, because compare-and-swap on an absent key always succeeds.
-pub fn claim_fetch(now: u64, lease_seconds: u64) -> bool {
-    let (value, cas) = store::get(STATUS_KEY);
+pub fn claim_fetch(data: &HostSharedData, now: u64, lease_seconds: u64) -> bool {
+    let (value, cas) = data.read(STATUS_KEY);
     let Some(status) = value.as_deref().and_then(FetchStatus::decode) else {
-        let _ = store::set(STATUS_KEY, &FetchStatus::default().encode(), None);
+        let _ = data.write(STATUS_KEY, &FetchStatus::default().encode(), None);
         return false;
     };
     match status.claim(now, lease_seconds) {
-        Some(claimed) => store::set(STATUS_KEY, &claimed.encode(), cas).is_ok(),
+        Some(claimed) => data.write(STATUS_KEY, &claimed.encode(), cas).is_ok(),
         None => false,
     }
 }
 
-pub fn record_failure(metrics: &Metrics, now: u64, what: &str) {
+pub fn record_failure(data: &HostSharedData, metrics: &Metrics, now: u64, what: &str) {
     metrics.metadata_fetch_failed();
-    let (value, _) = store::get(STATUS_KEY);
+    let (value, _) = data.read(STATUS_KEY);
     let status = value
         .as_deref()
         .and_then(FetchStatus::decode)
@@ -86,12 +96,19 @@ pub fn record_failure(metrics: &Metrics, now: u64, what: &str) {
         next.next_attempt_at.saturating_sub(now),
         next.failures
     );
-    let _ = store::set(STATUS_KEY, &next.encode(), None);
+    let _ = data.write(STATUS_KEY, &next.encode(), None);
 }
 
-pub fn record_success(config: &Config, now: u64, metadata: ProviderMetadata, jwks: String) {
+pub fn record_success(
+    data: &HostSharedData,
+    config: &Config,
+    now: u64,
+    metadata: ProviderMetadata,
+    jwks: String,
+) {
     // A scheduled fetch does not reset the rate limit of refetches on unknown `kid`s.
-    let kid_refetches = store::get(DOCUMENT_KEY)
+    let kid_refetches = data
+        .read(DOCUMENT_KEY)
         .0
         .as_deref()
         .and_then(SharedProvider::decode)
@@ -104,11 +121,11 @@ pub fn record_success(config: &Config, now: u64, metadata: ProviderMetadata, jwk
         jwks_fetched_at: now,
         kid_refetches,
     };
-    if let Err(status) = store::set(DOCUMENT_KEY, &shared.encode(), None) {
+    if let Err(status) = data.write(DOCUMENT_KEY, &shared.encode(), None) {
         log::error!("provider document could not be shared: {status:?}");
         return;
     }
-    let _ = store::set(
+    let _ = data.write(
         STATUS_KEY,
         &FetchStatus::succeeded(now, config.metadata_refresh).encode(),
         None,
@@ -121,24 +138,29 @@ pub fn record_success(config: &Config, now: u64, metadata: ProviderMetadata, jwk
 
 /// Claims a keys refetch for `kid` for every VM with compare-and-swap on the
 /// shared document, so an unknown `kid` causes one fetch, not one per worker.
-pub fn claim_jwks_refetch(kid: &str, now: u64) -> bool {
-    let (value, cas) = store::get(DOCUMENT_KEY);
+pub fn claim_jwks_refetch(data: &HostSharedData, kid: &str, now: u64) -> bool {
+    let (value, cas) = data.read(DOCUMENT_KEY);
     let Some(mut shared) = value.as_deref().and_then(SharedProvider::decode) else {
         return false;
     };
     if !shared.kid_refetches.claim(kid, now) {
         return false;
     }
-    store::set(DOCUMENT_KEY, &shared.encode(), cas).is_ok()
+    data.write(DOCUMENT_KEY, &shared.encode(), cas).is_ok()
 }
 
 /// Replaces the shared keys after a refetch for `kid`. Refuses a set that does
 /// not parse. A failed refetch still counts against the rate limit.
-pub fn store_refetched_jwks(kid: &str, now: u64, body: &[u8]) -> Result<(), String> {
+pub fn store_refetched_jwks(
+    data: &HostSharedData,
+    kid: &str,
+    now: u64,
+    body: &[u8],
+) -> Result<(), String> {
     let parsed = Jwks::parse(body).map_err(|e| e.to_string())?;
     let jwks = String::from_utf8(body.to_vec()).map_err(|_| "JWKS is not UTF-8".to_string())?;
     for _ in 0..4 {
-        let (value, cas) = store::get(DOCUMENT_KEY);
+        let (value, cas) = data.read(DOCUMENT_KEY);
         let mut shared = value
             .as_deref()
             .and_then(SharedProvider::decode)
@@ -146,7 +168,7 @@ pub fn store_refetched_jwks(kid: &str, now: u64, body: &[u8]) -> Result<(), Stri
         shared.jwks = jwks.clone();
         shared.jwks_fetched_at = now;
         shared.kid_refetches.refetched(kid, &parsed, now);
-        match store::set(DOCUMENT_KEY, &shared.encode(), cas) {
+        match data.write(DOCUMENT_KEY, &shared.encode(), cas) {
             Ok(()) => return Ok(()),
             Err(Status::CasMismatch) => continue,
             Err(status) => return Err(format!("shared data write failed: {status:?}")),
@@ -163,9 +185,12 @@ pub fn jwks_callout(config: &Config, metadata: &ProviderMetadata) -> Callout {
     Callout::new(config, "GET", &metadata.jwks_uri)
 }
 
-pub fn dispatch(ctx: &dyn Context, callout: &Callout) -> Result<u32, Status> {
+/// Sends a callout. `:scheme` tells ngx_wasm_module to use TLS (Envoy takes
+/// TLS from the cluster and ignores it).
+pub fn dispatch(ctx: &dyn Context, engine: Engine, callout: &Callout) -> Result<u32, Status> {
     let mut headers: Vec<(&str, &str)> = vec![
         (":method", callout.method),
+        (":scheme", &callout.scheme),
         (":path", &callout.path),
         (":authority", &callout.authority),
     ];
@@ -185,18 +210,33 @@ pub fn dispatch(ctx: &dyn Context, callout: &Callout) -> Result<u32, Status> {
     );
     if let Err(status) = &result {
         log::error!(
-            "callout to cluster {:?} could not be sent ({status:?}): is the cluster defined in Envoy?",
-            callout.cluster
+            "callout to provider_cluster {:?} could not be sent ({status:?}): {}",
+            callout.cluster,
+            engine.callout_hint()
         );
     }
     result
 }
 
 /// Reads a finished callout. Envoy reports timeouts and connection failures as
-/// ordinary 503/504 answers, and a reset as no headers at all.
-pub fn read_response(ctx: &dyn Context, num_headers: usize, body_size: usize) -> CalloutOutcome {
+/// ordinary 503/504 answers, and a reset as no headers at all;
+/// ngx_wasm_module reports every failure (an unresolvable name too) as no
+/// headers.
+pub fn read_response(
+    ctx: &dyn Context,
+    engine: Engine,
+    num_headers: usize,
+    body_size: usize,
+) -> CalloutOutcome {
     if num_headers == 0 {
-        return CalloutOutcome::Failed("the connection was reset".to_string());
+        let reason = match engine {
+            Engine::Envoy => "the connection was reset".to_string(),
+            Engine::NgxWasm => format!(
+                "no answer (see the engine's error above; {})",
+                engine.callout_hint()
+            ),
+        };
+        return CalloutOutcome::Failed(reason);
     }
     let status = ctx
         .get_http_call_response_header_bytes(":status")

@@ -7,6 +7,7 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use super::engine::Engine;
 use super::filter::Filter;
 use super::metrics::Metrics;
 use super::provider_fetch::{self, ProviderCache};
@@ -15,10 +16,12 @@ use super::waiters::Waiters;
 use crate::config::Config;
 use crate::oidc::discovery::{self, ProviderMetadata};
 use crate::oidc::jwks::Jwks;
+use crate::session::namespace;
 use crate::session::shared_store::SessionStore;
 
 /// What the root context shares with the HTTP contexts of its VM.
 pub struct Shared {
+    pub engine: Engine,
     pub config: Config,
     pub provider: RefCell<ProviderCache>,
     pub store: SessionStore<HostSharedData>,
@@ -32,6 +35,10 @@ pub struct Shared {
 
 enum Fetching {
     Discovery(u32),
+    /// Discovery answered; the keys are fetched from the next tick, because
+    /// ngx_wasm_module crashes on a callout dispatched from a root context's
+    /// `on_http_call_response`.
+    JwksDue(Box<ProviderMetadata>),
     Jwks(u32, Box<ProviderMetadata>),
 }
 
@@ -61,7 +68,8 @@ impl Context for Root {
             return;
         };
         let now = super::now(self);
-        let outcome = provider_fetch::read_response(self, num_headers, body_size);
+        let data = &shared.store.data;
+        let outcome = provider_fetch::read_response(self, shared.engine, num_headers, body_size);
         match self.fetching.take() {
             Some(Fetching::Discovery(expected)) if expected == token => {
                 let metadata = provider_fetch::expect_ok(outcome, "discovery").and_then(|body| {
@@ -73,8 +81,10 @@ impl Context for Root {
                     .map_err(|e| format!("discovery document refused: {e}"))
                 });
                 match metadata {
-                    Ok(metadata) => self.fetch_jwks(&shared, now, metadata),
-                    Err(reason) => provider_fetch::record_failure(&shared.metrics, now, &reason),
+                    Ok(metadata) => self.fetching = Some(Fetching::JwksDue(Box::new(metadata))),
+                    Err(reason) => {
+                        provider_fetch::record_failure(data, &shared.metrics, now, &reason)
+                    }
                 }
             }
             Some(Fetching::Jwks(expected, metadata)) if expected == token => {
@@ -84,10 +94,12 @@ impl Context for Root {
                 });
                 match jwks {
                     Ok(jwks) => {
-                        provider_fetch::record_success(&shared.config, now, *metadata, jwks);
+                        provider_fetch::record_success(data, &shared.config, now, *metadata, jwks);
                         shared.provider.borrow_mut().reload(now);
                     }
-                    Err(reason) => provider_fetch::record_failure(&shared.metrics, now, &reason),
+                    Err(reason) => {
+                        provider_fetch::record_failure(data, &shared.metrics, now, &reason)
+                    }
                 }
             }
             other => self.fetching = other,
@@ -105,11 +117,12 @@ impl Root {
         }
     }
 
-    fn fetch_jwks(&mut self, shared: &Shared, now: u64, metadata: ProviderMetadata) {
+    fn fetch_jwks(&mut self, shared: &Shared, now: u64, metadata: Box<ProviderMetadata>) {
         let callout = provider_fetch::jwks_callout(&shared.config, &metadata);
-        match provider_fetch::dispatch(self, &callout) {
-            Ok(token) => self.fetching = Some(Fetching::Jwks(token, Box::new(metadata))),
+        match provider_fetch::dispatch(self, shared.engine, &callout) {
+            Ok(token) => self.fetching = Some(Fetching::Jwks(token, metadata)),
             Err(status) => provider_fetch::record_failure(
+                &shared.store.data,
                 &shared.metrics,
                 now,
                 &format!("JWKS callout not sent: {status:?}"),
@@ -123,8 +136,12 @@ impl RootContext for Root {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         match Config::parse(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {
+                let engine = Engine::detect(self);
+                log::info!("oidc-filter: running on {}", engine.name());
+                let prefix = namespace::instance_prefix(&config.issuer, &config.client_id);
+                let data = HostSharedData::new(prefix, engine);
                 let store = SessionStore {
-                    data: HostSharedData,
+                    data: data.clone(),
                     layout: config.session.layout(),
                     issuer: config.issuer.clone(),
                     idle_timeout: config.session.idle_timeout,
@@ -137,16 +154,17 @@ impl RootContext for Root {
                 let etcd = super::etcd_store::EtcdShared::new(&config);
                 self.shared = Some(Rc::new(Shared {
                     etcd,
+                    engine,
                     config,
-                    provider: RefCell::new(ProviderCache::default()),
+                    provider: RefCell::new(ProviderCache::new(data.clone())),
                     store,
-                    process_keys: ProcessKeys::default(),
+                    process_keys: ProcessKeys::new(data.clone()),
                     metrics: Metrics::define(),
                     waiters: Waiters::default(),
                 }));
                 // On Envoy the first on_configure runs in the canary VM, before
                 // any worker: the one key that must exist before workers race.
-                crate::session::first_write::create_lock(&HostSharedData);
+                crate::session::first_write::create_lock(&data);
                 // Fetches start from the first tick: a callout made here would die
                 // with the short-lived canary VM that runs on_configure.
                 self.set_tick_period(TICK);
@@ -168,7 +186,9 @@ impl RootContext for Root {
             self.background_at = now;
             self.background(&shared, now);
         }
-        shared.waiters.wake_ready(self.context_id, now);
+        shared
+            .waiters
+            .wake_ready(&shared.store.data, self.context_id, now);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -186,17 +206,25 @@ impl Root {
     /// when it is due (one VM takes it).
     fn background(&mut self, shared: &Shared, now: u64) {
         sweep_if_due(shared, now);
-        if self.fetching.is_some() {
-            return;
+        match self.fetching.take() {
+            Some(Fetching::JwksDue(metadata)) => return self.fetch_jwks(shared, now, metadata),
+            Some(other) => {
+                self.fetching = Some(other);
+                return;
+            }
+            None => {}
         }
-        let lease = 2 * shared.config.callout_timeout_ms.div_ceil(1000) + 1;
-        if !provider_fetch::claim_fetch(now, lease) {
+        let data = &shared.store.data;
+        // Two callouts and the tick between them.
+        let lease = 2 * shared.config.callout_timeout_ms.div_ceil(1000) + 2;
+        if !provider_fetch::claim_fetch(data, now, lease) {
             return;
         }
         let callout = provider_fetch::discovery_callout(&shared.config);
-        match provider_fetch::dispatch(self, &callout) {
+        match provider_fetch::dispatch(self, shared.engine, &callout) {
             Ok(token) => self.fetching = Some(Fetching::Discovery(token)),
             Err(status) => provider_fetch::record_failure(
+                data,
                 &shared.metrics,
                 now,
                 &format!("discovery callout not sent: {status:?}"),

@@ -72,8 +72,8 @@ impl Waiters {
     /// Wakes every parked request whose refresh ended or whose wait ran out,
     /// then gives the effective context back to the root (`root_context_id`),
     /// whose tick this is.
-    pub fn wake_ready(&self, root_context_id: u32, now: u64) {
-        let ready = self.take_ready(now);
+    pub fn wake_ready(&self, data: &HostSharedData, root_context_id: u32, now: u64) {
+        let ready = self.take_ready(data, now);
         if ready.is_empty() {
             return;
         }
@@ -104,7 +104,11 @@ impl Waiters {
 
     /// Removes the entries that are due, with the outcome each gets (`None`:
     /// the wait ran out). Reads each awaited round once.
-    fn take_ready(&self, now: u64) -> Vec<(u32, Weak<RefCell<Filter>>, Option<RefreshOutcome>)> {
+    fn take_ready(
+        &self,
+        data: &HostSharedData,
+        now: u64,
+    ) -> Vec<(u32, Weak<RefCell<Filter>>, Option<RefreshOutcome>)> {
         let mut entries = self.entries.borrow_mut();
         if entries.is_empty() {
             return Vec::new();
@@ -119,7 +123,7 @@ impl Waiters {
             let outcome = match known.iter().find(|(round, _)| *round == waiter.round) {
                 Some((_, outcome)) => outcome.clone(),
                 None => {
-                    let outcome = refresh_outcome::read(&HostSharedData, &waiter.round, now);
+                    let outcome = refresh_outcome::read(data, &waiter.round, now);
                     known.push((waiter.round.clone(), outcome.clone()));
                     outcome
                 }

@@ -2,5 +2,6 @@
 
 pub mod cache_control;
 pub mod cookies;
+pub mod framing;
 pub mod pages;
 pub mod paths;

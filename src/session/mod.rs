@@ -8,6 +8,7 @@ pub mod deny_list;
 pub mod etcd;
 pub mod first_write;
 pub mod login;
+pub mod namespace;
 pub mod once;
 pub mod refresh_lease;
 pub mod refresh_outcome;

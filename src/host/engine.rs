@@ -1,0 +1,67 @@
+//! Which proxy-wasm host runs the filter, detected once at start, and the few
+//! behaviours that differ between hosts.
+
+use proxy_wasm::traits::Context;
+
+/// The proxy-wasm host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Envoy (V8 or another runtime).
+    Envoy,
+    /// Kong's ngx_wasm_module inside nginx (Kong Gateway 3.4–3.9).
+    NgxWasm,
+}
+
+impl Engine {
+    /// Envoy answers the `node` property (empty when the bootstrap names no
+    /// node) and `plugin_vm_id` (empty when no `vm_id` is set, which the
+    /// documentation forbids); ngx_wasm_module implements neither (and logs
+    /// that once per worker at start).
+    pub fn detect(ctx: &dyn Context) -> Engine {
+        let answers = |name: &str| ctx.get_property(vec![name]).is_some_and(|v| !v.is_empty());
+        if answers("node") || answers("plugin_vm_id") {
+            Engine::Envoy
+        } else {
+            Engine::NgxWasm
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Envoy => "Envoy",
+            Engine::NgxWasm => "nginx with ngx_wasm_module (Kong's proxy-wasm engine)",
+        }
+    }
+
+    /// What `provider_cluster` names on this host, for error messages.
+    pub fn callout_hint(self) -> &'static str {
+        match self {
+            Engine::Envoy => "is the cluster defined in Envoy?",
+            Engine::NgxWasm => {
+                "on this engine provider_cluster is the provider's address as host[:port]: \
+                 an IP, or a name nginx can resolve (resolver / resolver_add in the wasm{} block)"
+            }
+        }
+    }
+
+    /// ngx_wasm_module runs `on_http_request_body` only after the request
+    /// headers continued, with the whole body at once, and never says in
+    /// `on_http_request_headers` that the headers ended the stream. Envoy
+    /// delivers the body while the headers are paused.
+    pub fn body_follows_headers(self) -> bool {
+        self == Engine::NgxWasm
+    }
+
+    /// ngx_wasm_module only marks a removed request header, and nginx's
+    /// `proxy_pass` still forwards it; overwriting the value in place keeps the
+    /// client's value from the upstream (an empty header still arrives).
+    pub fn removal_forwards_header(self) -> bool {
+        self == Engine::NgxWasm
+    }
+
+    /// ngx_wasm_module's set of a request header the client sent more than
+    /// once marks every copy as removed, the one it updated too.
+    pub fn set_clears_duplicates(self) -> bool {
+        self == Engine::NgxWasm
+    }
+}
