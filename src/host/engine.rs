@@ -1,7 +1,7 @@
 //! Which proxy-wasm host runs the filter, detected once at start, and the few
 //! behaviours that differ between hosts.
 
-use proxy_wasm::traits::Context;
+use proxy_wasm::hostcalls;
 
 /// The proxy-wasm host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +17,15 @@ impl Engine {
     /// node) and `plugin_vm_id` (empty when no `vm_id` is set, which the
     /// documentation forbids); ngx_wasm_module implements neither (and logs
     /// that once per worker at start).
-    pub fn detect(ctx: &dyn Context) -> Engine {
-        let answers = |name: &str| ctx.get_property(vec![name]).is_some_and(|v| !v.is_empty());
+    ///
+    /// The SDK's `Context::get_property` panics when the host answers with an
+    /// error, which ngx_wasm_module does for some properties outside a request
+    /// ("cannot get scoped properties outside of a request"): an error here
+    /// means "not answered", never a dead VM.
+    pub fn detect() -> Engine {
+        let answers = |name: &str| {
+            hostcalls::get_property(vec![name]).is_ok_and(|v| v.is_some_and(|v| !v.is_empty()))
+        };
         if answers("node") || answers("plugin_vm_id") {
             Engine::Envoy
         } else {

@@ -136,7 +136,7 @@ impl RootContext for Root {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         match Config::parse(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {
-                let engine = Engine::detect(self);
+                let engine = Engine::detect();
                 log::info!("oidc-filter: running on {}", engine.name());
                 let prefix = namespace::instance_prefix(&config.issuer, &config.client_id);
                 let data = HostSharedData::new(prefix, engine);
