@@ -121,7 +121,11 @@ pub fn verify_access_token(
         return Err(AccessTokenError::WrongAudience);
     }
 
-    if !typed_access_token && looks_like_id_token(&claims, &aud, expect.client_id) {
+    // A `nonce` only ever binds an ID token to a login: no access token, typed
+    // `at+jwt` or not, carries one.
+    if claims.contains_key("nonce")
+        || (!typed_access_token && looks_like_id_token(&claims, &aud, expect.client_id))
+    {
         return Err(JwtError::WrongType(Some("ID token".to_string())).into());
     }
 
@@ -137,7 +141,8 @@ pub fn verify_access_token(
 /// access token only if it names what it grants or to whom (`scope`, `scp`,
 /// `client_id` as RFC 9068 requires, Okta's `cid`) and carries none of the
 /// claims only ID tokens carry (`at_hash`, `c_hash`, `s_hash`). RFC 9068
-/// `at+jwt` tokens are access tokens by their type, whatever their claims.
+/// `at+jwt` tokens are access tokens by their type, whatever these claims
+/// (a `nonce` is refused before, whatever the type).
 fn looks_like_id_token(
     claims: &serde_json::Map<String, serde_json::Value>,
     aud: &[&str],
@@ -271,6 +276,12 @@ mod tests {
         let id_token = AccessTokenError::Jwt(JwtError::WrongType(Some("ID token".into())));
         assert_eq!(
             check_with(&with(json!({"nonce": "n"})), None, &apis()).unwrap_err(),
+            id_token
+        );
+        // Found by the jwt_signed fuzz target: a type does not make a token with
+        // a nonce an access token.
+        assert_eq!(
+            check_with(&with(json!({"nonce": "n"})), Some("at+jwt"), &apis()).unwrap_err(),
             id_token
         );
         // With our client id as audience (the default API audience), an ID
