@@ -82,7 +82,12 @@ impl EtcdShared {
 enum Job {
     Load(SessionKey),
     Claim,
+    /// A single-use value, under this etcd key.
+    RecordOnce(String),
     EndSessions,
+    /// A back-channel logout failed after recording its token: forget the
+    /// token, then answer 503 whatever happens.
+    Unrecord,
     /// Store writes, then `then` (a `Forward` or `Respond` without writes).
     Writes {
         pending: VecDeque<StoreWrite>,
@@ -107,6 +112,8 @@ struct Call {
 #[derive(Default)]
 pub struct PerRequest {
     loaded: Option<(SessionKey, Record)>,
+    /// The single-use value this request recorded in etcd (its key).
+    recorded: Option<String>,
     wants_page: bool,
     job: Option<Job>,
     call: Option<Call>,
@@ -161,6 +168,17 @@ impl Filter {
                     key,
                     ttl: until.saturating_sub(now).max(1),
                     access_token,
+                    lease: None,
+                }
+            }
+            // With sessions shared by the fleet, so is the single-use ledger: a
+            // login state or logout token used at one replica is used at all.
+            Step::RecordOnce { key, value, until } => {
+                let key = etcd.keys.once(&key, &value);
+                self.etcd.job = Some(Job::RecordOnce(key.clone()));
+                Op::RecordOnce {
+                    key,
+                    ttl: until.saturating_sub(now).max(1),
                     lease: None,
                 }
             }
@@ -339,6 +357,15 @@ impl Filter {
             (Some(Job::Claim), Outcome::Claimed(claimed)) => Intercept::Again(
                 self.with_context(|flow, ctx| flow.handle_refresh_claimed(ctx, claimed)),
             ),
+            (Some(Job::RecordOnce(key)), Outcome::Recorded(first_use)) => {
+                if first_use {
+                    self.etcd.recorded = Some(key);
+                }
+                Intercept::Again(
+                    self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use)),
+                )
+            }
+            (Some(Job::Unrecord), Outcome::Written) => Intercept::Again(unavailable_step(false)),
             (Some(Job::EndSessions), Outcome::Ended(count)) => {
                 self.shared.metrics.backchannel_ended(count);
                 Intercept::Again(
@@ -371,12 +398,7 @@ impl Filter {
     /// survives.
     fn etcd_failed(&mut self, reason: &str) -> Intercept {
         log::error!("session store (etcd) unavailable: {reason}");
-        let answer = |page| {
-            Intercept::Again(Step::Respond(flow::Respond {
-                response: unavailable::response(page),
-                writes: Vec::new(),
-            }))
-        };
+        let answer = |page| Intercept::Again(unavailable_step(page));
         match self.etcd.job.take() {
             Some(Job::Claim) => Intercept::Again(
                 self.with_context(|flow, ctx| flow.handle_refresh_claimed(ctx, false)),
@@ -387,10 +409,25 @@ impl Filter {
                 then,
                 ..
             }) => self.etcd_next_write(pending, then),
-            Some(Job::EndSessions) => answer(false),
+            Some(Job::EndSessions) => match self.etcd.recorded.take() {
+                Some(key) => {
+                    self.etcd.job = Some(Job::Unrecord);
+                    self.etcd_start(Op::Unrecord { key })
+                }
+                None => answer(false),
+            },
+            Some(Job::Unrecord) => answer(false),
             _ => answer(self.etcd.wants_page),
         }
     }
+}
+
+/// The 503 that says the store cannot answer now (a page, or JSON).
+fn unavailable_step(page: bool) -> Step {
+    Step::Respond(flow::Respond {
+        response: unavailable::response(page),
+        writes: Vec::new(),
+    })
 }
 
 /// `None` while a callout is in flight, else the step to perform.

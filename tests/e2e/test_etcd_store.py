@@ -296,3 +296,103 @@ def test_etcd_answering_garbage_or_too_slowly_fails_closed_and_loses_nothing(etc
     etcd.wait_healthy()
     wait_until(lambda: user_at(b, good, cookie).status == 200, 20, what="service back")
     assert upstream_user(user_at(b, good, cookie)) == "alice", "the session survived"
+
+
+# ----------------------------------------------------------------------------------------
+# single use across the fleet
+
+# Every replica of a fleet seals login cookies with the same keys (a login may start at
+# one replica and come back to another).
+FLEET_KEYS = {"keys": ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]}
+
+
+def logout_token(idp, jti: str, **claims) -> str:
+    from test_refresh_and_backchannel import LOGOUT_EVENT, sign_jwts
+    from harness import CLIENT_ID
+
+    now = int(time.time())
+    body = {"iss": idp.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 120, "jti": jti,
+            "events": {LOGOUT_EVENT: {}}, **claims}
+    return sign_jwts([{"key": "idp", "header": {"typ": "logout+jwt"}, "claims": body}])[0]
+
+
+def post_logout(b, gw, token: str):
+    return b.post(gw.url(BACKCHANNEL_PATH), f"logout_token={token}", use_jar=False, accept_html=False,
+                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+
+def test_a_login_state_or_logout_token_used_at_one_gateway_is_refused_at_the_other(etcd, gateway, browser):
+    import uuid
+
+    from harness import callback_url
+
+    a = etcd_gateway(gateway, etcd, cookie=FLEET_KEYS, backchannel_logout_path=BACKCHANNEL_PATH)
+    b_gw = etcd_gateway(gateway, etcd, cookie=FLEET_KEYS, backchannel_logout_path=BACKCHANNEL_PATH,
+                        redirect_uri=a.url("/oauth2/callback"))
+    idp = gateway.idp
+
+    # A callback (with its login cookie) completed at A, replayed at B: B must not send the
+    # code to the provider again; the state was used, fleet-wide.
+    b = browser()
+    url = callback_url(b, a, "/", "alice")
+    login_cookies = "; ".join(f"{c.name}={c.value}" for c in b.cookies() if c.name.startswith("__Host-oidc"))
+    before = idp.token_requests("authorization_code")
+    assert b.get(url).status == 302
+    assert idp.token_requests("authorization_code") == before + 1
+    replay = b.get(url.replace(a.url("/"), b_gw.url("/")), use_jar=False, headers={"Cookie": login_cookies})
+    assert replay.status == 400, replay
+    assert replay.set_cookie(SESSION_COOKIE) is None or replay.set_cookie(SESSION_COOKIE).expired
+    assert idp.token_requests("authorization_code") == before + 1, "the code went to the provider again"
+
+    # A logout token accepted at A and replayed at B is refused there (and ends nothing).
+    token = logout_token(idp, str(uuid.uuid4()), sub="nobody-logged-in")
+    assert post_logout(b, a, token).status == 200
+    r = post_logout(b, b_gw, token)
+    assert r.status == 400 and "replayed" in r.text, r
+    # The keys are in etcd, under the prefix, with no value in clear.
+    once = [k for k in etcd.keys(PREFIX + "once/")]
+    assert any(k.startswith(PREFIX + "once/login/") for k in once), once
+    assert any(k.startswith(PREFIX + "once/logout/") for k in once), once
+
+
+def test_a_backchannel_logout_that_cannot_reach_etcd_is_refused_for_a_retry_that_then_ends_it(
+        workdir, gateway, browser):
+    import uuid
+
+    etcd = EtcdCluster(workdir, members=3).start()
+    try:
+        a = etcd_gateway(gateway, etcd, backchannel_logout_path=BACKCHANNEL_PATH)
+        b_gw = etcd_gateway(gateway, etcd, backchannel_logout_path=BACKCHANNEL_PATH)
+        alice, bob = browser("alice"), browser("bob")
+        logged_in(alice, a, "/", "alice")
+        logged_in(bob, a, "/", "bob")
+        alice_cookie, bob_cookie = session_cookie(alice), session_cookie(bob)
+        assert upstream_user(user_at(alice, b_gw, alice_cookie)) == "alice"
+        token = logout_token(gateway.idp, str(uuid.uuid4()), sub="alice")
+
+        # The majority of etcd is down: the logout cannot be done, and B says so with an
+        # error the provider may retry (never a 200 that drops the logout).
+        down = [i for i in range(3) if i != leader(etcd)][:1] + [leader(etcd)]
+        for i in down:
+            etcd.kill(i)
+        r = post_logout(alice, b_gw, token)
+        assert r.status == 503, r
+        assert r.json()["error"] == "temporarily_unavailable", r
+        assert r.header("retry-after"), r
+
+        for i in down:
+            etcd.restart(i)
+        etcd.wait_healthy()
+        wait_until(lambda: user_at(bob, a, bob_cookie).status == 200, 20, what="service back")
+        assert upstream_user(user_at(alice, a, alice_cookie)) == "alice", "nothing ended yet"
+
+        # The provider retries the same token (at the same replica): now it ends her sessions
+        # everywhere, and only hers; a third delivery is a replay.
+        r = post_logout(alice, b_gw, token)
+        assert r.status == 200, r
+        assert is_login_redirect(user_at(alice, a, alice_cookie), gateway.idp)
+        assert is_login_redirect(user_at(alice, b_gw, alice_cookie), gateway.idp)
+        assert upstream_user(user_at(bob, b_gw, bob_cookie)) == "bob"
+        assert post_logout(alice, a, token).status == 400
+    finally:
+        etcd.stop()

@@ -84,6 +84,15 @@ pub enum TxnOp<'a> {
 }
 
 pub fn txn(compare: &[Compare<'_>], success: &[TxnOp<'_>]) -> EtcdRequest {
+    txn_else(compare, success, &[])
+}
+
+/// A transaction that runs `failure` when a comparison fails.
+pub fn txn_else(
+    compare: &[Compare<'_>],
+    success: &[TxnOp<'_>],
+    failure: &[TxnOp<'_>],
+) -> EtcdRequest {
     let compare: Vec<Value> = compare
         .iter()
         .map(|c| match c {
@@ -101,34 +110,35 @@ pub fn txn(compare: &[Compare<'_>], success: &[TxnOp<'_>]) -> EtcdRequest {
             }),
         })
         .collect();
-    let success: Vec<Value> = success
-        .iter()
-        .map(|op| match op {
-            TxnOp::Put { key, value, lease } => {
-                let mut put = json!({ "key": b64(key.as_bytes()), "value": b64(value) });
-                match lease {
-                    Some(id) => put["lease"] = json!(id.to_string()),
-                    None => put["ignore_lease"] = json!(true),
-                }
-                json!({ "request_put": put })
+    let ops = |ops: &[TxnOp<'_>]| -> Vec<Value> { ops.iter().map(txn_op).collect() };
+    request(
+        "/v3/kv/txn",
+        json!({ "compare": compare, "success": ops(success), "failure": ops(failure) }),
+    )
+}
+
+fn txn_op(op: &TxnOp<'_>) -> Value {
+    match op {
+        TxnOp::Put { key, value, lease } => {
+            let mut put = json!({ "key": b64(key.as_bytes()), "value": b64(value) });
+            match lease {
+                Some(id) => put["lease"] = json!(id.to_string()),
+                None => put["ignore_lease"] = json!(true),
             }
-            TxnOp::Get(key) => json!({ "request_range": { "key": b64(key.as_bytes()) } }),
-            TxnOp::Delete(key) => {
-                json!({ "request_delete_range": { "key": b64(key.as_bytes()) } })
-            }
-            TxnOp::DeletePrefix(prefix) => json!({ "request_delete_range": {
+            json!({ "request_put": put })
+        }
+        TxnOp::Get(key) => json!({ "request_range": { "key": b64(key.as_bytes()) } }),
+        TxnOp::Delete(key) => {
+            json!({ "request_delete_range": { "key": b64(key.as_bytes()) } })
+        }
+        TxnOp::DeletePrefix(prefix) => json!({ "request_delete_range": {
                 "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))
             } }),
-            TxnOp::ListPrefix(prefix) => json!({ "request_range": {
+        TxnOp::ListPrefix(prefix) => json!({ "request_range": {
                 "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)),
                 "keys_only": true, "limit": "200"
             } }),
-        })
-        .collect();
-    request(
-        "/v3/kv/txn",
-        json!({ "compare": compare, "success": success, "failure": [] }),
-    )
+    }
 }
 
 fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

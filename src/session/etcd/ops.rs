@@ -5,7 +5,9 @@
 //! - `P s/<session key>`: the session (JSON), under a lease that ends with it;
 //! - `P x/<index entry>/<session key>`: empty, same lease, so a back-channel
 //!   logout by `sid` or `sub` finds the sessions with one range read;
-//! - `P r/<session key>`: the refresh lock, under a short lease of its own.
+//! - `P r/<session key>`: the refresh lock, under a short lease of its own;
+//! - `P once/<ledger>/…/<digest of the value>`: a used login state or logout
+//!   token `jti`, under a lease that ends when the value is refused anyway.
 
 use super::api::{self, Compare, EtcdRequest, TxnOp, TxnResult};
 use crate::session::buckets::IndexEntry;
@@ -31,6 +33,16 @@ impl Keys {
         format!("{}x/{}/", self.prefix, entry.as_str())
     }
 
+    /// Where a single-use value is recorded: its SHA-256 only, never the value.
+    pub fn once(&self, ledger_key: &str, value: &str) -> String {
+        format!(
+            "{}{}/{}",
+            self.prefix,
+            ledger_key,
+            crate::crypto::sha256_b64url(value.as_bytes())
+        )
+    }
+
     fn index_keys(&self, key: &SessionKey, session: &Session) -> Vec<String> {
         IndexEntry::for_session(&self.issuer, session)
             .iter()
@@ -53,6 +65,8 @@ pub enum Outcome {
     Written,
     Claimed(bool),
     Ended(usize),
+    /// First use of a single-use value.
+    Recorded(bool),
 }
 
 #[derive(Debug)]
@@ -95,6 +109,12 @@ pub enum Op {
     Release {
         key: SessionKey,
     },
+    /// Forget a single-use value this request recorded but could not act on
+    /// (a back-channel logout whose sessions could not be ended), so that the
+    /// provider's retry of the same logout token is not taken for a replay.
+    Unrecord {
+        key: String,
+    },
     Delete {
         key: SessionKey,
         session: Option<Box<Session>>,
@@ -104,6 +124,13 @@ pub enum Op {
         key: SessionKey,
         ttl: u64,
         access_token: String,
+        lease: Option<i64>,
+    },
+    /// Record a single-use value fleet-wide: a lease for its lifetime, then a
+    /// transaction creating its key only if absent.
+    RecordOnce {
+        key: String,
+        ttl: u64,
         lease: Option<i64>,
     },
     EndSessions {
@@ -131,8 +158,9 @@ impl Op {
             Op::Update { key, session, .. } => update_txn(keys, key, session),
             Op::Touch { record, .. } => api::lease_keepalive(record.lease),
             Op::Release { key } => api::txn(&[], &[TxnOp::Delete(&keys.lock(key))]),
+            Op::Unrecord { key } => api::txn(&[], &[TxnOp::Delete(key)]),
             Op::Delete { key, session } => delete_txn(keys, key, session.as_deref()),
-            Op::Claim { ttl, .. } => api::lease_grant(*ttl),
+            Op::Claim { ttl, .. } | Op::RecordOnce { ttl, .. } => api::lease_grant(*ttl),
             Op::EndSessions { entries, .. } => list_txn(keys, entries),
         }
     }
@@ -231,7 +259,7 @@ impl Op {
                     }],
                 )))
             }
-            Op::Release { .. } | Op::Delete { .. } => {
+            Op::Release { .. } | Op::Unrecord { .. } | Op::Delete { .. } => {
                 let _: api::TxnResponse = api::parse(body)?;
                 done(Outcome::Written)
             }
@@ -270,6 +298,31 @@ impl Op {
                         .and_then(|kv| Session::decode(&kv.value))
                         .is_some_and(|s| s.access_token == *access_token);
                     done(Outcome::Claimed(txn.succeeded && same))
+                }
+            },
+            Op::RecordOnce { key, lease, .. } => match lease {
+                None => {
+                    let grant: api::LeaseGrantResponse = api::parse(body)?;
+                    *lease = Some(grant.id);
+                    Ok(Progress::Send(api::txn_else(
+                        &[Compare::Absent(key)],
+                        &[TxnOp::Put {
+                            key,
+                            value: b"",
+                            lease: Some(grant.id),
+                        }],
+                        &[TxnOp::Get(key)],
+                    )))
+                }
+                Some(ours) => {
+                    let txn: api::TxnResponse = api::parse(body)?;
+                    // A first attempt that timed out may have been applied: a key
+                    // under this request's own lease is still its first use.
+                    let recorded_by_us = txn.responses.iter().any(|r| match r {
+                        TxnResult::Range(range) => range.kvs.iter().any(|kv| kv.lease == *ours),
+                        _ => false,
+                    });
+                    done(Outcome::Recorded(txn.succeeded || recorded_by_us))
                 }
             },
             Op::EndSessions {
@@ -452,9 +505,12 @@ impl Op {
             | Op::Update { key, .. }
             | Op::Touch { key, .. }
             | Op::Delete { key, .. } => Some(key),
-            Op::Load { .. } | Op::Release { .. } | Op::Claim { .. } | Op::EndSessions { .. } => {
-                None
-            }
+            Op::Load { .. }
+            | Op::Release { .. }
+            | Op::Claim { .. }
+            | Op::RecordOnce { .. }
+            | Op::Unrecord { .. }
+            | Op::EndSessions { .. } => None,
         }
     }
 }
@@ -714,6 +770,51 @@ mod tests {
             done(gone.advance(&keys(), br#"{"result":{"ID":"77"}}"#)),
             Outcome::Written
         ));
+    }
+
+    #[test]
+    fn a_single_use_value_is_recorded_once_under_a_lease_for_its_lifetime() {
+        let once = keys().once("once/logout/7", "jti-1");
+        assert!(once.starts_with("p/once/logout/7/") && !once.contains("jti-1"));
+        assert_ne!(once, keys().once("once/logout/7", "jti-2"));
+        let verdict = |answer: Value| {
+            let mut op = Op::RecordOnce {
+                key: once.clone(),
+                ttl: 130,
+                lease: None,
+            };
+            assert_eq!(body(&op.start(&keys(), 0, 0))["TTL"], "130");
+            let txn = body(&send(op.advance(&keys(), br#"{"ID":"9","TTL":"130"}"#)));
+            assert_eq!(txn["compare"][0]["create_revision"], "0");
+            assert_eq!(txn["success"][0]["request_put"]["lease"], "9");
+            assert_eq!(
+                txn["failure"][0]["request_range"]["key"],
+                b64(once.as_bytes())
+            );
+            match done(op.advance(&keys(), answer.to_string().as_bytes())) {
+                Outcome::Recorded(first) => first,
+                other => panic!("{other:?}"),
+            }
+        };
+        let used_under = |lease: &str| {
+            json!({"header": {}, "responses": [{"response_range": {"header": {},
+                "kvs": [{"key": b64(once.as_bytes()), "lease": lease}]}}]})
+        };
+        assert!(verdict(json!({"header": {}, "succeeded": true})));
+        assert!(!verdict(used_under("4")), "used before, at any replica");
+        assert!(
+            verdict(used_under("9")),
+            "this request's own write, applied before a retry"
+        );
+        let mut op = Op::RecordOnce {
+            key: once.clone(),
+            ttl: 1,
+            lease: Some(9),
+        };
+        assert!(
+            op.advance(&keys(), b"<html>").is_err(),
+            "garbage is no answer"
+        );
     }
 
     #[test]
