@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from etcd_harness import EtcdCluster, etcd_gateway
+from etcd_harness import EtcdCluster, b64, etcd_gateway
 from harness import logged_in, wait_until
 
 SESSION_COOKIE = "__Host-oidc-session"
@@ -396,3 +396,67 @@ def test_a_backchannel_logout_that_cannot_reach_etcd_is_refused_for_a_retry_that
         assert post_logout(alice, a, token).status == 400
     finally:
         etcd.stop()
+
+
+# ----------------------------------------------------------------------------------------
+# lifetime through the lease
+
+
+def record_of(etcd, key: str) -> tuple[str, int]:
+    """(lease ID, mod revision) of a key, read from etcd itself."""
+    status, answer = etcd.any_call("/v3/kv/range", {"key": b64(key)})
+    assert status == 200 and answer.get("kvs"), (key, answer)
+    kv = answer["kvs"][0]
+    return kv["lease"], int(kv["mod_revision"])
+
+
+def lease_ttl(etcd, lease: str) -> tuple[int, int]:
+    """(seconds left, granted TTL) of a lease, as etcd tells."""
+    _, answer = etcd.any_call("/v3/lease/timetolive", {"ID": lease})
+    return int(answer.get("TTL", -1)), int(answer.get("grantedTTL", 0))
+
+
+def test_an_idle_session_ends_by_its_lease_and_use_renews_it_at_most_once_per_interval(etcd, gateway, browser):
+    prefix, idle, interval = "idle-test/", 10, 3
+    opts = {"etcd": {"key_prefix": prefix, "lease_touch_interval_seconds": interval},
+            "session": {"idle_timeout_seconds": idle}}
+    a = etcd_gateway(gateway, etcd, **opts)
+    b_gw = etcd_gateway(gateway, etcd, **opts)
+    b = browser()
+    logged_in(b, a, "/", "alice")
+    cookie = session_cookie(b)
+    [key] = etcd.keys(prefix + "s/")
+    links = etcd.keys(prefix + "x/")
+    assert links, "the sub/sid index"
+    lease, created = record_of(etcd, key)
+    assert lease_ttl(etcd, lease)[1] == idle
+
+    # In use, at both replicas, for longer than the idle timeout: the same lease is
+    # renewed (with `last_seen` written), never more often than the interval.
+    started = time.monotonic()
+    revisions, requests = {created}, 0
+    while time.monotonic() < started + idle + 3:
+        assert upstream_user(user_at(b, (a, b_gw)[requests % 2], cookie)) == "alice"
+        requests += 1
+        renewed_lease, revision = record_of(etcd, key)
+        assert renewed_lease == lease, "renewed, not replaced"
+        revisions.add(revision)
+        time.sleep(0.4)
+    last_use = time.monotonic()
+    span = last_use - started
+    touches = len(revisions) - 1
+    # `last_seen` has a resolution of a second, so two touches are at least interval - 1 apart.
+    assert 2 <= touches <= span / (interval - 1) + 1, (touches, requests, span)
+    assert requests > 2 * touches, (touches, requests)
+    left, granted = lease_ttl(etcd, lease)
+    assert granted == idle and left >= idle - interval - 2, (left, granted)
+
+    # Idle: etcd deletes the session and its index links by the lease, not before the
+    # idle timeout after the last renewal; then no replica knows the cookie.
+    time.sleep(max(0.0, last_use + idle - interval - 2 - time.monotonic()))
+    assert etcd.keys(prefix + "s/") == [key], "ended before the idle timeout"
+    wait_until(lambda: etcd.keys(prefix + "s/") == [], idle + 15, interval=0.5, what="the lease to end")
+    assert etcd.keys(prefix + "x/") == []
+    assert lease_ttl(etcd, lease)[0] == -1, "the lease is gone"
+    for gw in (a, b_gw):
+        assert is_login_redirect(user_at(b, gw, cookie), gateway.idp)
