@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import ssl
+import subprocess
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -19,6 +21,30 @@ from pathlib import Path
 from harness import ManagedProcess, build_envoy_config, free_port, wait_until, Gateway, wasm_filter, filter_config
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+# The name in the members' certificate: what the gateways' clusters send as SNI and check.
+TLS_NAME = "etcd.test"
+
+
+class EtcdTls:
+    """A throwaway CA and one server certificate (for TLS_NAME and 127.0.0.1), made with openssl."""
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca, self.cert, self.key = directory / "ca.pem", directory / "server.pem", directory / "server-key.pem"
+        ca_key, csr, ext = directory / "ca-key.pem", directory / "server.csr", directory / "server.ext"
+        ext.write_text(f"subjectAltName=DNS:{TLS_NAME},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        for argv in (
+            ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+             "-subj", "/CN=oidc-filter test etcd CA", "-keyout", ca_key, "-out", self.ca],
+            ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-subj", f"/CN={TLS_NAME}", "-keyout", self.key, "-out", csr],
+            ["x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+             "-extfile", ext, "-out", self.cert],
+        ):
+            subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True, timeout=30)
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
 
 
 def b64(text: str | bytes) -> str:
@@ -27,9 +53,13 @@ def b64(text: str | bytes) -> str:
 
 
 class EtcdCluster:
-    def __init__(self, workdir: Path, members: int = 3, extra_args: tuple[str, ...] = ()):
+    def __init__(self, workdir: Path, members: int = 3, extra_args: tuple[str, ...] = (), tls: bool = False):
         self.extra_args = list(extra_args)
         self.dir = Path(tempfile.mkdtemp(prefix="etcd-", dir=workdir))
+        # With TLS, the client port speaks only https (peers stay plain: loopback).
+        self.tls = EtcdTls(self.dir / "tls") if tls else None
+        if self.tls:
+            self.extra_args += ["--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
         self.names = [f"m{i}" for i in range(members)]
         self.client_ports = [free_port() for _ in self.names]
         self.peer_ports = [free_port() for _ in self.names]
@@ -41,7 +71,8 @@ class EtcdCluster:
         return ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(self.names, self.peer_ports))
 
     def client_url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.client_ports[i]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_ports[i]}"
 
     def start_member(self, i: int):
         name = self.names[i]
@@ -70,7 +101,8 @@ class EtcdCluster:
                                      headers={"Content-Type": "application/json",
                                               **({"Authorization": self.token} if self.token else {})})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            context = self.tls.context() if self.tls else None
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
                 return r.status, json.loads(r.read() or b"{}")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
@@ -149,12 +181,22 @@ def etcd_envoy_config(port: int, idp_port: int, upstream_port: int, cluster: Etc
                                           "key_prefix": "oidc-test/", "timeout_ms": 1000, **(etcd or {})}}
     session.update(overrides.pop("session", {}))
     cfg = build_envoy_config(port, idp_port, upstream_port, {"session": session, **overrides})
+    tls = getattr(cluster, "tls", None)
     for i, client_port in enumerate(cluster.client_ports):
-        cfg["static_resources"]["clusters"].append({
+        envoy_cluster = {
             "name": f"etcd{i}", "type": "STATIC", "connect_timeout": "0.5s",
             "load_assignment": {"cluster_name": f"etcd{i}", "endpoints": [{"lb_endpoints": [{"endpoint": {
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": client_port}}}}]}]},
-        })
+        }
+        if tls:
+            # As docs/configuration.md shows: SNI, the CA, and the name the certificate must carry.
+            envoy_cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": TLS_NAME,
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": {"filename": str(tls.ca)},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": TLS_NAME}}]}}}}
+        cfg["static_resources"]["clusters"].append(envoy_cluster)
     if env_keys:
         wasm_filter(cfg)["typed_config"]["config"]["vm_config"]["environment_variables"]["host_env_keys"] += list(env_keys)
     return cfg

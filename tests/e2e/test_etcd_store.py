@@ -460,3 +460,33 @@ def test_an_idle_session_ends_by_its_lease_and_use_renews_it_at_most_once_per_in
     assert lease_ttl(etcd, lease)[0] == -1, "the lease is gone"
     for gw in (a, b_gw):
         assert is_login_redirect(user_at(b, gw, cookie), gateway.idp)
+
+
+# ----------------------------------------------------------------------------------------
+# TLS to etcd
+
+
+def test_sessions_are_shared_over_tls_to_etcd_and_an_untrusted_certificate_fails_closed(
+        workdir, gateway, browser):
+    from types import SimpleNamespace
+
+    etcd = EtcdCluster(workdir, members=3, tls=True).start()
+    try:
+        assert all(url.startswith("https://") for url in map(etcd.client_url, range(3)))
+        a = etcd_gateway(gateway, etcd)
+        b_gw = etcd_gateway(gateway, etcd)
+        b = browser()
+        logged_in(b, a, "/", "alice")
+        cookie = session_cookie(b)
+        assert upstream_user(user_at(b, a, cookie)) == "alice"
+        assert upstream_user(user_at(b, b_gw, cookie)) == "alice"
+        assert any(k.startswith(PREFIX + "s/") for k in etcd.keys(PREFIX)), "stored over TLS"
+
+        # A gateway that trusts another CA refuses the members' certificate: 503, never a pass.
+        other = EtcdCluster(workdir, members=1, tls=True)  # only its CA is used
+        impostor = SimpleNamespace(names=etcd.names, client_ports=etcd.client_ports, tls=other.tls)
+        untrusting = etcd_gateway(gateway, impostor)
+        r = user_at(b, untrusting, cookie, headers={"Accept": "application/json"})
+        assert r.status == 503 and r.json()["error"] == "temporarily_unavailable", r
+    finally:
+        etcd.stop()
