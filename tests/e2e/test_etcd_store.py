@@ -490,3 +490,60 @@ def test_sessions_are_shared_over_tls_to_etcd_and_an_untrusted_certificate_fails
         assert r.status == 503 and r.json()["error"] == "temporarily_unavailable", r
     finally:
         etcd.stop()
+
+
+def test_a_backchannel_logout_failing_after_its_token_was_recorded_can_still_be_retried(etcd, gateway, browser):
+    """etcd fails between recording the logout token and ending the sessions (here: a proxy
+    answers the index listing with garbage): the filter forgets the token again, so the
+    provider's retry is not taken for a replay."""
+    import http.server
+    import threading
+    import urllib.request
+    import uuid
+    from types import SimpleNamespace
+
+    faulty = threading.Event()
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if faulty.is_set() and b'"keys_only":true' in body:
+                status, answer = 200, b'{"not":"etcd"}'
+            else:
+                req = urllib.request.Request(etcd.client_url(0) + self.path, data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    status, answer = r.status, r.read()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proxied = SimpleNamespace(names=["m0"], client_ports=[server.server_address[1]])
+        gw = etcd_gateway(gateway, proxied, etcd={"key_prefix": "unrecord-test/"},
+                          backchannel_logout_path=BACKCHANNEL_PATH)
+        b = browser()
+        logged_in(b, gw, "/", "alice")
+        cookie = session_cookie(b)
+        token = logout_token(gateway.idp, str(uuid.uuid4()), sub="alice")
+
+        faulty.set()
+        r = post_logout(b, gw, token)
+        assert r.status == 503, r
+        faulty.clear()
+        assert upstream_user(user_at(b, gw, cookie)) == "alice", "nothing ended"
+        assert etcd.keys("unrecord-test/once/logout/") == [], "the token was forgotten"
+
+        r = post_logout(b, gw, token)
+        assert r.status == 200, r
+        assert is_login_redirect(user_at(b, gw, cookie), gateway.idp)
+    finally:
+        server.shutdown()
+        server.server_close()
