@@ -97,7 +97,7 @@ impl CookieConfig {
 
     pub fn is_ours(&self, name: &[u8]) -> bool {
         crate::session::chunks::is_session_cookie(name, &self.session_name)
-            || name.starts_with(self.login_prefix.as_bytes())
+            || crate::session::login::LoginState::is_cookie_name(&self.login_prefix, name)
     }
 }
 
@@ -1167,6 +1167,9 @@ mod tests {
         assert_eq!(config.session.store, SessionStoreKind::Cookie);
         assert!(config.cookies.is_ours(b"__Host-oidc-session-3"));
         assert!(!config.cookies.is_ours(b"__Host-oidc-sessionx"));
+        assert!(config.cookies.is_ours(b"__Host-oidc-login-AbCd-_12"));
+        // An application's cookie that only shares the prefix reaches the upstream.
+        assert!(!config.cookies.is_ours(b"__Host-oidc-login-preferences"));
     }
 
     #[test]
