@@ -10,10 +10,11 @@ use super::etcd_store;
 use super::provider_fetch;
 use super::root::Shared;
 use crate::config::SessionStoreKind;
-use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step, StoreWrite};
+use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
 use crate::http::{cache_control, framing, pages};
 use crate::provider::Provider;
 use crate::session::refresh_outcome::{self, RefreshOutcome, RefreshRound};
+use crate::session::writes::StoreWrite;
 use crate::session::{deny_list, refresh_lease, shared_store};
 
 /// What a callout in flight is for.
