@@ -14,7 +14,7 @@ on Envoy.
 What stays the same: one refresh per session (a second one would end it at the rogue
 provider, which rotates refresh tokens and revokes the whole grant when a rotated-away one
 comes back), no request hangs, no VM dies. The burst is 20 concurrent requests of one session
-whose access token has expired (margin 0), over an nginx with 4 workers (reuseport). Every
+whose access token has expired (margin 0), over an nginx with 2 workers (reuseport). Every
 figure of a burst is printed (`pytest -s`).
 """
 
@@ -30,7 +30,7 @@ from test_refresh_followers import BURST, COOKIE_BASE, STORES, bearer, burst, me
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason=WHY_NOT or "engine not built")
 
-WORKERS = 4
+WORKERS = 2
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def nginx(workdir, rogue, echo, port_pool, wasm):
 
 
 def expired_session(rogue, nginx, browser, store: str, **config):
-    """An nginx (4 workers) and a logged-in browser whose access token has expired; the
+    """An nginx (2 workers) and a logged-in browser whose access token has expired; the
     provider's next tokens live an hour, so the refreshed one stays valid for the test."""
     rogue.control(access_token_ttl=2)
     gw = nginx(_idp=rogue, _workers=WORKERS, _tag_worker=True,
