@@ -156,8 +156,11 @@ impl Filter {
                 Step::AwaitRefresh { round, until } => {
                     let now = super::now(self);
                     let outcome = refresh_outcome::read(&self.shared.store.data, &round, now);
+                    // Where the tick cannot wake it, the request is not parked: it
+                    // gets the answer of a wait that ran out (retry in a second).
                     let parked = outcome.is_none()
                         && now < until
+                        && self.shared.engine.wakes_requests_from_tick()
                         && self
                             .shared
                             .waiters
