@@ -83,12 +83,13 @@ impl EtcdShared {
 enum Job {
     Load(SessionKey),
     Claim,
-    /// A single-use value, under this etcd key.
-    RecordOnce(String),
+    RecordOnce,
     EndSessions,
-    /// A back-channel logout failed after recording its token: forget the
-    /// token, then answer 503 whatever happens.
-    Unrecord,
+    /// Recording a single-use value, or what it was for, failed: forget the
+    /// value, then answer 503 (a page or JSON) whatever happens.
+    Unrecord {
+        page: bool,
+    },
     /// Store writes, then `then` (a `Forward` or `Respond` without writes).
     Writes {
         pending: VecDeque<StoreWrite>,
@@ -113,8 +114,9 @@ struct Call {
 #[derive(Default)]
 pub struct PerRequest {
     loaded: Option<(SessionKey, Record)>,
-    /// The single-use value this request recorded in etcd (its key).
-    recorded: Option<String>,
+    /// The lease under which this request recorded, or may have recorded, a
+    /// single-use value in etcd.
+    recorded: Option<i64>,
     wants_page: bool,
     job: Option<Job>,
     call: Option<Call>,
@@ -175,10 +177,9 @@ impl Filter {
             // With sessions shared by the fleet, so is the single-use ledger: a
             // login state or logout token used at one replica is used at all.
             Step::RecordOnce { key, value, until } => {
-                let key = etcd.keys.once(&key, &value);
-                self.etcd.job = Some(Job::RecordOnce(key.clone()));
+                self.etcd.job = Some(Job::RecordOnce);
                 Op::RecordOnce {
-                    key,
+                    key: etcd.keys.once(&key, &value),
                     ttl: until.saturating_sub(now).max(1),
                     lease: None,
                 }
@@ -328,7 +329,15 @@ impl Filter {
             call.endpoints = Endpoints::new(etcd.config.clusters.len(), 0);
             return self.etcd_resend(call);
         }
-        match call.op.advance(&etcd.keys, &body) {
+        let progress = call.op.advance(&etcd.keys, &body);
+        if let Op::RecordOnce {
+            lease: Some(lease), ..
+        } = call.op
+        {
+            // From here on the value may be recorded, whatever answer comes.
+            self.etcd.recorded = Some(lease);
+        }
+        match progress {
             Ok(Progress::Send(request)) => {
                 call.request = request;
                 call.endpoints = Endpoints::new(etcd.config.clusters.len(), etcd.rotation.get());
@@ -358,15 +367,17 @@ impl Filter {
             (Some(Job::Claim), Outcome::Claimed(claimed)) => Intercept::Again(
                 self.with_context(|flow, ctx| flow.handle_refresh_claimed(ctx, claimed)),
             ),
-            (Some(Job::RecordOnce(key)), Outcome::Recorded(first_use)) => {
-                if first_use {
-                    self.etcd.recorded = Some(key);
+            (Some(Job::RecordOnce), Outcome::Recorded(first_use)) => {
+                if !first_use {
+                    self.etcd.recorded = None; // the key is another request's
                 }
                 Intercept::Again(
                     self.with_context(|flow, ctx| flow.handle_once_recorded(ctx, first_use)),
                 )
             }
-            (Some(Job::Unrecord), Outcome::Written) => Intercept::Again(unavailable_step(false)),
+            (Some(Job::Unrecord { page }), Outcome::Revoked) => {
+                Intercept::Again(unavailable_step(page))
+            }
             (Some(Job::EndSessions), Outcome::Ended(count)) => {
                 self.shared.metrics.backchannel_ended(count);
                 Intercept::Again(
@@ -410,15 +421,25 @@ impl Filter {
                 then,
                 ..
             }) => self.etcd_next_write(pending, then),
-            Some(Job::EndSessions) => match self.etcd.recorded.take() {
-                Some(key) => {
-                    self.etcd.job = Some(Job::Unrecord);
-                    self.etcd_start(Op::Unrecord { key })
-                }
-                None => answer(false),
-            },
-            Some(Job::Unrecord) => answer(false),
+            Some(Job::RecordOnce) => {
+                let page = self.etcd.wants_page;
+                self.etcd_unrecord_then_answer(page)
+            }
+            Some(Job::EndSessions) => self.etcd_unrecord_then_answer(false),
+            Some(Job::Unrecord { page }) => answer(page),
             _ => answer(self.etcd.wants_page),
+        }
+    }
+
+    /// Revokes the lease of the single-use value this request recorded, if
+    /// any, then answers 503.
+    fn etcd_unrecord_then_answer(&mut self, page: bool) -> Intercept {
+        match self.etcd.recorded.take() {
+            Some(lease) => {
+                self.etcd.job = Some(Job::Unrecord { page });
+                self.etcd_start(Op::Unrecord { lease })
+            }
+            None => Intercept::Again(unavailable_step(page)),
         }
     }
 }

@@ -51,6 +51,11 @@ pub fn lease_keepalive(id: i64) -> EtcdRequest {
     request("/v3/lease/keepalive", json!({ "ID": id.to_string() }))
 }
 
+/// Ends a lease and deletes every key attached to it.
+pub fn lease_revoke(id: i64) -> EtcdRequest {
+    request("/v3/lease/revoke", json!({ "ID": id.to_string() }))
+}
+
 pub fn authenticate(name: &str, password: &str) -> EtcdRequest {
     request(
         "/v3/auth/authenticate",
@@ -225,6 +230,13 @@ pub struct KeepAliveResult {
     /// 0 (left out): the lease no longer exists.
     #[serde(rename = "TTL", default, deserialize_with = "int")]
     pub ttl: i64,
+}
+
+/// Any answer that is etcd's (it carries `header`) and says nothing more.
+#[derive(Debug, Deserialize)]
+pub struct Acknowledged {
+    #[allow(dead_code)]
+    header: serde::de::IgnoredAny,
 }
 
 #[derive(Debug, Deserialize)]

@@ -67,6 +67,8 @@ pub enum Outcome {
     Ended(usize),
     /// First use of a single-use value.
     Recorded(bool),
+    /// A lease revoked, with its keys.
+    Revoked,
 }
 
 #[derive(Debug)]
@@ -109,11 +111,13 @@ pub enum Op {
     Release {
         key: SessionKey,
     },
-    /// Forget a single-use value this request recorded but could not act on
-    /// (a back-channel logout whose sessions could not be ended), so that the
-    /// provider's retry of the same logout token is not taken for a replay.
+    /// Forget a single-use value this request recorded, or may have recorded
+    /// (an answer that never came), but could not act on: a back-channel
+    /// logout whose sessions could not be ended must not make the provider's
+    /// retry of the same token look like a replay. Revoking the value's own
+    /// lease deletes its key, and only that key.
     Unrecord {
-        key: String,
+        lease: i64,
     },
     Delete {
         key: SessionKey,
@@ -158,7 +162,7 @@ impl Op {
             Op::Update { key, session, .. } => update_txn(keys, key, session),
             Op::Touch { record, .. } => api::lease_keepalive(record.lease),
             Op::Release { key } => api::txn(&[], &[TxnOp::Delete(&keys.lock(key))]),
-            Op::Unrecord { key } => api::txn(&[], &[TxnOp::Delete(key)]),
+            Op::Unrecord { lease } => api::lease_revoke(*lease),
             Op::Delete { key, session } => delete_txn(keys, key, session.as_deref()),
             Op::Claim { ttl, .. } | Op::RecordOnce { ttl, .. } => api::lease_grant(*ttl),
             Op::EndSessions { entries, .. } => list_txn(keys, entries),
@@ -259,7 +263,11 @@ impl Op {
                     }],
                 )))
             }
-            Op::Release { .. } | Op::Unrecord { .. } | Op::Delete { .. } => {
+            Op::Unrecord { .. } => {
+                let _: api::Acknowledged = api::parse(body)?;
+                done(Outcome::Revoked)
+            }
+            Op::Release { .. } | Op::Delete { .. } => {
                 let _: api::TxnResponse = api::parse(body)?;
                 done(Outcome::Written)
             }
@@ -815,6 +823,19 @@ mod tests {
             op.advance(&keys(), b"<html>").is_err(),
             "garbage is no answer"
         );
+    }
+
+    #[test]
+    fn forgetting_a_value_revokes_its_own_lease() {
+        let mut op = Op::Unrecord { lease: 9 };
+        let revoke = op.start(&keys(), 0, 0);
+        assert_eq!(revoke.path, "/v3/lease/revoke");
+        assert_eq!(body(&revoke)["ID"], "9");
+        assert!(matches!(
+            done(op.advance(&keys(), br#"{"header":{"revision":"8"}}"#)),
+            Outcome::Revoked
+        ));
+        assert!(op.advance(&keys(), b"{}").is_err(), "not etcd's answer");
     }
 
     #[test]
