@@ -12,6 +12,7 @@ pub struct Metrics {
     sessions_expired: Option<u32>,
     sessions_evicted: Option<u32>,
     sessions_live: Option<u32>,
+    index_links_live: Option<u32>,
     backchannel_logouts: Option<u32>,
     metadata_fetch_failures: Option<u32>,
 }
@@ -34,6 +35,12 @@ fn add(id: Option<u32>, n: usize) {
     }
 }
 
+fn set(id: Option<u32>, n: usize) {
+    if let (Some(id), Ok(n)) = (id, u64::try_from(n)) {
+        let _ = hostcalls::record_metric(id, n);
+    }
+}
+
 impl Metrics {
     pub fn define() -> Metrics {
         Metrics {
@@ -41,6 +48,7 @@ impl Metrics {
             sessions_expired: define(MetricType::Counter, "oidc_filter.sessions_expired"),
             sessions_evicted: define(MetricType::Counter, "oidc_filter.sessions_evicted"),
             sessions_live: define(MetricType::Gauge, "oidc_filter.sessions_live"),
+            index_links_live: define(MetricType::Gauge, "oidc_filter.index_links_live"),
             backchannel_logouts: define(
                 MetricType::Counter,
                 "oidc_filter.backchannel_logout_sessions_ended",
@@ -67,9 +75,9 @@ impl Metrics {
         add(self.backchannel_logouts, n);
     }
 
-    pub fn set_sessions_live(&self, n: usize) {
-        if let (Some(id), Ok(n)) = (self.sessions_live, u64::try_from(n)) {
-            let _ = hostcalls::record_metric(id, n);
-        }
+    /// The counts of a finished sweep pass.
+    pub fn set_live(&self, changes: &Changes) {
+        set(self.sessions_live, changes.live);
+        set(self.index_links_live, changes.index_links);
     }
 }

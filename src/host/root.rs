@@ -243,8 +243,8 @@ fn sweep_if_due(shared: &Shared, now: u64) {
         .sweep_tick(now, shared.config.session.sweep_interval)
     {
         shared.metrics.record(&changes);
-        if changes.live > 0 || changes.expired > 0 || changes.evicted > 0 {
-            shared.metrics.set_sessions_live(changes.live);
+        if changes.pass_ended {
+            shared.metrics.set_live(&changes);
         }
     }
 }

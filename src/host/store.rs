@@ -11,8 +11,8 @@ use proxy_wasm::types::Status;
 
 use super::engine::Engine;
 use crate::crypto::seal::SealingKeys;
-use crate::session::namespace;
 use crate::session::shared_store::{SharedData, WriteError};
+use crate::session::{namespace, process_key};
 
 /// Overwrites race other workers' writes; give up rather than spin.
 const OVERWRITE_ATTEMPTS: usize = 8;
@@ -126,12 +126,10 @@ fn compare_and_swap(key: &str, value: &[u8], cas: u32) -> Result<(), Status> {
     }
 }
 
-const PROCESS_KEY: &str = "keys/login";
-
 /// The random key made once per proxy process and shared by its workers
-/// through shared data, for deployments that configure no keys. The AES key
-/// schedule is kept per VM and rebuilt only if the shared key changed (two
-/// workers may race to make it at start; all then use the last one written).
+/// through shared data, for deployments that configure no keys (see
+/// [`process_key`]: workers racing to make it at start all get the one
+/// stored). The AES key schedule is kept per VM.
 pub struct ProcessKeys {
     data: HostSharedData,
     cached: std::cell::RefCell<Option<(Vec<u8>, std::rc::Rc<SealingKeys>)>>,
@@ -146,10 +144,7 @@ impl ProcessKeys {
     }
 
     pub fn current(&self) -> Option<std::rc::Rc<SealingKeys>> {
-        let raw = match self.data.read(PROCESS_KEY).0 {
-            Some(raw) => raw,
-            None => create_process_key(&self.data)?,
-        };
+        let raw = process_key::shared_key(&self.data, random_key)?;
         let mut cached = self.cached.borrow_mut();
         if let Some((cached_raw, keys)) = cached.as_ref() {
             if *cached_raw == raw {
@@ -162,17 +157,13 @@ impl ProcessKeys {
     }
 }
 
-fn create_process_key(data: &HostSharedData) -> Option<Vec<u8>> {
+fn random_key() -> Option<[u8; 32]> {
     let mut key = [0u8; 32];
     if let Err(err) = getrandom_fill(&mut key) {
         log::error!("no randomness for the sealing key: {err}");
         return None;
     }
-    // Two workers may race here; both re-read, so they agree on the last write.
-    if let Err(status) = data.write(PROCESS_KEY, &key, None) {
-        log::error!("sealing key could not be shared: {status:?}");
-    }
-    data.read(PROCESS_KEY).0
+    Some(key)
 }
 
 fn key_from(raw: &[u8]) -> Option<SealingKeys> {

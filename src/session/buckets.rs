@@ -279,15 +279,19 @@ impl IndexBucket {
             .collect()
     }
 
+    /// How many session links the bucket holds, over all its entries.
+    pub fn links(&self) -> usize {
+        self.entries.values().map(Vec::len).sum()
+    }
+
     /// Drops links to sessions past their absolute expiry; `true` if any went.
     pub fn sweep(&mut self, now: u64) -> bool {
-        let before: usize = self.entries.values().map(Vec::len).sum();
+        let before = self.links();
         for keys in self.entries.values_mut() {
             keys.retain(|(_, expires_at)| *expires_at > now);
         }
         self.entries.retain(|_, keys| !keys.is_empty());
-        let after: usize = self.entries.values().map(Vec::len).sum();
-        after != before
+        self.links() != before
     }
 }
 

@@ -10,6 +10,7 @@ pub mod first_write;
 pub mod login;
 pub mod namespace;
 pub mod once;
+pub mod process_key;
 pub mod refresh_lease;
 pub mod refresh_outcome;
 pub mod shared_store;

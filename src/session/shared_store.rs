@@ -92,6 +92,20 @@ pub struct Changes {
     pub evicted: usize,
     /// Live sessions after a sweep.
     pub live: usize,
+    /// Links in the `sid`/`sub` index after a sweep: two per session with a
+    /// `sid`, one without, so a link that outlived its session (or one never
+    /// written) shows against `live`.
+    pub index_links: usize,
+    /// A sweep pass ended with this slice: `live` and `index_links` are its counts.
+    pub pass_ended: bool,
+}
+
+/// What one worker's sweep pass has seen so far.
+#[derive(Debug, Default)]
+pub struct SweepTally {
+    /// Creation times of the live sessions (the ceiling's cut-off needs them).
+    created: Vec<u64>,
+    index_links: usize,
 }
 
 /// Conflicts on one key are rare and short; give up rather than spin.
@@ -143,8 +157,8 @@ pub struct SessionStore<D: SharedData> {
     pub max_sessions_per_subject: usize,
     /// Tells this worker's sweep apart from the others' (random per VM).
     pub sweeper_id: u64,
-    /// Creation times of the live sessions seen so far in this worker's pass.
-    pub sweep_seen: std::cell::RefCell<Vec<u64>>,
+    /// What this worker's pass has seen so far.
+    pub sweep_seen: std::cell::RefCell<SweepTally>,
 }
 
 impl<D: SharedData> SessionStore<D> {
@@ -302,7 +316,7 @@ impl<D: SharedData> SessionStore<D> {
             // A new pass, or one taken over from a worker that stopped: this
             // worker has not seen its earlier buckets, so it starts over.
             state.cursor = 0;
-            self.sweep_seen.borrow_mut().clear();
+            *self.sweep_seen.borrow_mut() = SweepTally::default();
         }
         state.owner = self.sweeper_id;
         state.lease_until = now + SWEEP_LEASE_SECONDS;
@@ -322,8 +336,11 @@ impl<D: SharedData> SessionStore<D> {
         state.cursor = end;
         if state.cursor >= buckets {
             let seen = std::mem::take(&mut *self.sweep_seen.borrow_mut());
-            changes.live = seen.len();
-            state.evict_before = eviction_cutoff(seen, self.max_sessions as usize).unwrap_or(0);
+            changes.live = seen.created.len();
+            changes.index_links = seen.index_links;
+            changes.pass_ended = true;
+            state.evict_before =
+                eviction_cutoff(seen.created, self.max_sessions as usize).unwrap_or(0);
             state.cursor = 0;
             state.lease_until = 0;
             state.next_pass_at = if state.evict_before > 0 {
@@ -362,6 +379,8 @@ impl<D: SharedData> SessionStore<D> {
             total.expired += changes.expired;
             total.evicted += changes.evicted;
             total.live = changes.live;
+            total.index_links = changes.index_links;
+            total.pass_ended |= changes.pass_ended;
         }
         total
     }
@@ -369,7 +388,10 @@ impl<D: SharedData> SessionStore<D> {
     fn sweep_bucket(&self, index: u32, now: u64, evict_before: u64, changes: &mut Changes) {
         let index_key = self.layout.index_bucket_at(index);
         if let (Some(bytes), _) = self.data.get(&index_key) {
-            if IndexBucket::decode(Some(&bytes)).sweep(now) {
+            let mut preview = IndexBucket::decode(Some(&bytes));
+            let swept = preview.sweep(now);
+            self.sweep_seen.borrow_mut().index_links += preview.links();
+            if swept {
                 update(
                     &self.data,
                     &index_key,
@@ -386,7 +408,10 @@ impl<D: SharedData> SessionStore<D> {
         let mut preview = SessionBucket::decode(Some(&bytes));
         let removed = preview.sweep(now, self.idle_timeout, evict_before);
         if removed.expired.is_empty() && removed.evicted.is_empty() {
-            self.sweep_seen.borrow_mut().extend(preview.created_at());
+            self.sweep_seen
+                .borrow_mut()
+                .created
+                .extend(preview.created_at());
             return;
         }
         let swept = update(
@@ -402,7 +427,7 @@ impl<D: SharedData> SessionStore<D> {
         let Some((removed, remaining)) = swept else {
             return;
         };
-        self.sweep_seen.borrow_mut().extend(remaining);
+        self.sweep_seen.borrow_mut().created.extend(remaining);
         changes.expired += removed.expired.len();
         changes.evicted += removed.evicted.len();
         // Expired sessions' index links expire with them; evicted ones go now.
@@ -656,6 +681,38 @@ mod tests {
         let stored = load(&store, 1).unwrap();
         assert_eq!(stored.access_token, "at-new");
         assert_eq!(stored.last_seen, 35);
+    }
+
+    #[test]
+    fn a_sweep_pass_counts_the_live_sessions_and_their_index_links() {
+        let store = store(64);
+        for n in 0..30 {
+            put(&store, n, session(&format!("u{n}"), &format!("s{n}"), 10));
+        }
+        let mut without_sid = session("nosid", "-", 10);
+        without_sid.sid = None;
+        put(&store, 30, without_sid);
+        for n in 0..5 {
+            store.apply(vec![StoreWrite::Delete { key: key(n) }]);
+        }
+        assert_eq!(store.end_sessions(&[IndexEntry::sid(ISSUER, "s5")]), 1);
+        assert_eq!(store.end_sessions(&[IndexEntry::sub(ISSUER, "u6")]), 1);
+
+        let changes = store.sweep_all(20);
+        assert!(changes.pass_ended);
+        assert_eq!(changes.live, 24, "{changes:?}");
+        assert_eq!(
+            changes.index_links,
+            2 * 23 + 1,
+            "a sub and a sid link per session, a sub link alone without a sid: {changes:?}"
+        );
+
+        for n in 7..31 {
+            store.apply(vec![StoreWrite::Delete { key: key(n) }]);
+        }
+        let changes = store.sweep_all(21);
+        assert!(changes.pass_ended);
+        assert_eq!((changes.live, changes.index_links), (0, 0), "{changes:?}");
     }
 
     #[test]
