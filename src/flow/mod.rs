@@ -11,6 +11,7 @@ mod backchannel;
 mod bearer;
 mod callback;
 mod cookie_store;
+pub mod event;
 mod identity;
 mod login;
 mod logout;
@@ -40,6 +41,8 @@ pub struct Context<'a, R: CryptoRngCore> {
     pub keys: &'a SealingKeys,
     pub now: u64,
     pub rng: &'a mut R,
+    /// What this call decided, for the host's counters and logs.
+    pub events: &'a event::Events,
 }
 
 /// The request as the host read it: header values as bytes, since clients
@@ -307,7 +310,7 @@ impl RequestFlow {
             .map(str::as_bytes)
             == Some(path)
         {
-            let next = backchannel::handle_request(&request);
+            let next = backchannel::handle_request(ctx, &request);
             return self.finish_or(ctx, next);
         }
         let is_logout = ctx.config.logout_path.as_deref().map(str::as_bytes) == Some(path);
@@ -402,7 +405,7 @@ impl RequestFlow {
                 self.finish_or(ctx, next)
             }
             Expect::LogoutTokenRecorded(target) => {
-                let next = backchannel::end_sessions(target, first_use);
+                let next = backchannel::end_sessions(ctx.events, target, first_use);
                 self.finish_or(ctx, next)
             }
             other => self.unexpected(ctx, other, "the single-use ledger"),
@@ -463,7 +466,10 @@ impl RequestFlow {
         count: usize,
     ) -> Step {
         match std::mem::take(&mut self.expect) {
-            Expect::SessionsEnded => self.finish(ctx, backchannel::done(count)),
+            Expect::SessionsEnded => {
+                let step = backchannel::done(ctx.events, count);
+                self.finish(ctx, step)
+            }
             Expect::LogoutDenied(pending) => {
                 if count == 0 {
                     log::error!("logout: the session could not be denied on this replica");
@@ -494,7 +500,7 @@ impl RequestFlow {
                 self.finish_or(ctx, next)
             }
             Expect::LogoutRevoked(pending) => {
-                let step = logout::revoked(*pending, outcome);
+                let step = logout::revoked(ctx.events, *pending, outcome);
                 self.finish(ctx, step)
             }
             other => self.unexpected(ctx, other, "a callout response"),
