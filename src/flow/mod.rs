@@ -627,6 +627,17 @@ fn respond(response: LocalResponse) -> Step {
     })
 }
 
+/// The request target to leave in the proxy's access log, when it must differ
+/// from what the client sent: the callback's query holds the authorization code
+/// and the state, and the callback is always answered here, so the host can
+/// drop the query from the request once the flow has read it.
+pub fn target_for_access_log(config: &Config, target: &[u8]) -> Option<Vec<u8>> {
+    match paths::split_path_query(target) {
+        (path, Some(_)) if path == config.callback_path.as_bytes() => Some(path.to_vec()),
+        _ => None,
+    }
+}
+
 fn session_id(config: &Config, request: &RequestHead) -> Option<SessionId> {
     let parsed = cookies::parse_cookies(request.cookie_headers());
     let value = cookies::cookie_value(&parsed, &config.cookies.session_name)?;

@@ -3,8 +3,9 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, MapType};
 
 use super::etcd_store;
 use super::metrics::Fetch;
@@ -530,6 +531,14 @@ impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let request = self.read_request();
         self.request_id = request.header("x-request-id").map(<[u8]>::to_vec);
+        if let Some(target) = flow::target_for_access_log(&self.shared.config, &request.target) {
+            // Not the SDK's setter, which panics where a host refuses to set `:path`.
+            let set =
+                hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":path", Some(&target));
+            if let Err(status) = set {
+                log::debug!("the callback's query could not be dropped: {status:?}");
+            }
+        }
         self.headers_only = end_of_stream
             || (self.shared.engine.body_follows_headers()
                 && !framing::declares_body(&request.headers));

@@ -235,3 +235,16 @@ def test_decision_log_lines_carry_the_reason_and_request_id(rogue, gateway, work
     assert line, gw.log()[-3000:]
     assert logged(r"\[info\]\[wasm\].*oidc-filter: event=login_succeeded request_id=[0-9a-f-]{36} ")
     assert logged(r"\[info\]\[wasm\].*oidc-filter: event=access_denied request_id=[0-9a-f-]{36} ")
+
+
+def test_the_filter_logs_nothing_below_its_level_whatever_envoys_level(rogue, gateway, workdir):
+    gw = gateway(_idp=rogue, _envoy_args=["--component-log-level", "wasm:trace"], log_level="warn")
+    b = Browser(workdir, "obs-level")
+    logged_in(b, gw, "/")
+    assert b.get(gw.url("/oauth2/callback?state=forged&code=x")).status == 400
+    wait_until(lambda: "event=login_failed" in gw.log(), 10, what="the warning line")
+    log = gw.log()
+    assert "[trace][wasm]" in log, "Envoy's wasm logger runs at trace"
+    assert "event=login_succeeded" not in log and "event=login_started" not in log, \
+        "info lines of the filter were written below its log_level"
+    assert "identity provider metadata and keys loaded" not in log

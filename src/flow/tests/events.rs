@@ -173,3 +173,27 @@ fn token_endpoint_and_id_token_failures_name_their_reason() {
         assert_eq!(rp.metrics(), login_failed(reason));
     }
 }
+
+#[test]
+fn only_the_callback_query_is_kept_out_of_the_access_log() {
+    let idp = Idp::new(1, "k1");
+    let rp = Rp::new(&idp);
+    let cases: [(&[u8], Option<&[u8]>); 5] = [
+        (
+            b"/oauth2/callback?code=secret&state=s",
+            Some(b"/oauth2/callback"),
+        ),
+        (b"/oauth2/callback?", Some(b"/oauth2/callback")),
+        (b"/oauth2/callback", None),
+        (b"/page?code=not-ours", None),
+        (b"/oauth2/callbackx?code=c", None),
+    ];
+    for (target, expected) in cases {
+        assert_eq!(
+            target_for_access_log(&rp.config, target).as_deref(),
+            expected,
+            "{}",
+            String::from_utf8_lossy(target)
+        );
+    }
+}
