@@ -188,6 +188,11 @@ fn cache_slot(token: &str, max_entries: u64) -> String {
 fn introspect<R: CryptoRngCore>(ctx: &mut Context<'_, R>, bearer: BearerRequest) -> Next {
     let introspection = &ctx.config.access.bearer.introspection;
     if !introspection.enabled {
+        rejected(
+            ctx,
+            BearerRejection::OpaqueNotAccepted,
+            "not a JWT, and bearer.introspection is off",
+        );
         return Next::Done(access::invalid_token(
             "The access token is not a JWT, and opaque tokens are not accepted.",
         ));

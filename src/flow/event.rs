@@ -141,6 +141,8 @@ pub enum BearerRejection {
     /// `bearer.mode: require` and no token.
     Missing,
     Token(AccessTokenError),
+    /// An opaque token, and `bearer.introspection` is off.
+    OpaqueNotAccepted,
     /// An opaque token, and the provider announces no introspection endpoint.
     IntrospectionUnavailable,
     /// The introspection call failed (503, retried by the client).
@@ -337,6 +339,7 @@ pub fn known_metrics() -> Vec<Metric> {
             BearerRejection::MalformedHeader,
             BearerRejection::RepeatedHeader,
             BearerRejection::Missing,
+            BearerRejection::OpaqueNotAccepted,
             BearerRejection::IntrospectionUnavailable,
             BearerRejection::IntrospectionFailed,
             BearerRejection::ProviderUnavailable,
@@ -441,6 +444,7 @@ impl BearerRejection {
             BearerRejection::RepeatedHeader => "repeated_header",
             BearerRejection::Missing => "missing",
             BearerRejection::Token(err) => access_token_reason(err),
+            BearerRejection::OpaqueNotAccepted => "opaque_not_accepted",
             BearerRejection::IntrospectionUnavailable => "introspection_unavailable",
             BearerRejection::IntrospectionFailed => "introspection_failed",
             BearerRejection::ProviderUnavailable => "provider_unavailable",
@@ -534,15 +538,20 @@ impl Recorded {
             line.push_str(" reason=");
             line.push_str(reason);
         }
-        if let Some(id) = request_id {
-            line.push_str(" request_id=");
-            line.push_str(&printable_request_id(id));
-        }
+        line.push_str(&request_id_field(request_id));
         if !self.detail.is_empty() {
             let detail: String = self.detail.chars().take(MAX_DETAIL_CHARS).collect();
             line.push_str(&format!(" detail={detail:?}"));
         }
         line
+    }
+}
+
+/// ` request_id=…` for a log line, or nothing without an `x-request-id`.
+pub fn request_id_field(request_id: Option<&[u8]>) -> String {
+    match request_id {
+        Some(id) => format!(" request_id={}", printable_request_id(id)),
+        None => String::new(),
     }
 }
 

@@ -129,6 +129,11 @@ impl Filter {
         step
     }
 
+    /// ` request_id=…` for this request's log lines.
+    pub(super) fn request_id_field(&self) -> String {
+        crate::flow::event::request_id_field(self.request_id.as_deref())
+    }
+
     /// Counts the flow's events and logs a line for each.
     fn report(&self, recorded: Vec<Recorded>) {
         for recorded in recorded {

@@ -29,6 +29,7 @@ pub struct Metrics {
     jwks_fetches: Option<u32>,
     discovery_fetch_failures: Option<u32>,
     jwks_fetch_failures: Option<u32>,
+    store_unavailable: Option<u32>,
     /// The flow's event counters by family and reason: all known ones are
     /// defined at start (so they show at 0), any other on first use.
     events: RefCell<HashMap<Metric, Option<u32>>>,
@@ -82,6 +83,7 @@ impl Metrics {
             jwks_fetches: counter("jwks_fetches"),
             discovery_fetch_failures: counter("discovery_fetch_failures"),
             jwks_fetch_failures: counter("jwks_fetch_failures"),
+            store_unavailable: counter("store_unavailable"),
             events: RefCell::new(events),
         }
     }
@@ -116,6 +118,11 @@ impl Metrics {
             Fetch::Discovery => add(self.discovery_fetch_failures, 1),
             Fetch::Jwks => add(self.jwks_fetch_failures, 1),
         }
+    }
+
+    /// The session store (etcd) could not answer a request's operation.
+    pub fn store_unavailable(&self) {
+        add(self.store_unavailable, 1);
     }
 
     pub fn backchannel_ended(&self, n: usize) {
