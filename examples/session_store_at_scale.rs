@@ -7,9 +7,9 @@
 
 use std::time::Instant;
 
-use oidc_filter::flow::StoreWrite;
 use oidc_filter::session::buckets::Layout;
 use oidc_filter::session::shared_store::{InMemory, SessionStore};
+use oidc_filter::session::writes::StoreWrite;
 use oidc_filter::session::{Session, SessionKey};
 
 const SESSIONS: u32 = 100_000;

@@ -6,6 +6,9 @@ use std::fmt;
 use serde::Deserialize;
 use url::Url;
 
+mod access;
+
+pub use crate::authz::claims::ClaimPath;
 use crate::crypto::seal::SealingKeys;
 use crate::http::cookies::{CookieAttributes, SameSite};
 use crate::oidc::jwt::Algorithm;
@@ -97,7 +100,7 @@ impl CookieConfig {
 
     pub fn is_ours(&self, name: &[u8]) -> bool {
         crate::session::chunks::is_session_cookie(name, &self.session_name)
-            || name.starts_with(self.login_prefix.as_bytes())
+            || crate::session::login::LoginState::is_cookie_name(&self.login_prefix, name)
     }
 }
 
@@ -169,37 +172,6 @@ impl HeaderClaims {
             ClaimSource::Session => &self.session,
             ClaimSource::Bearer => &self.bearer,
         }
-    }
-}
-
-/// A dotted path into the claims, e.g. `realm_access.roles`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimPath(pub Vec<String>);
-
-impl ClaimPath {
-    pub(crate) fn parse(path: &str) -> Option<ClaimPath> {
-        let parts: Vec<String> = path.split('.').map(str::to_string).collect();
-        if parts.iter().any(String::is_empty) {
-            return None;
-        }
-        Some(ClaimPath(parts))
-    }
-
-    pub fn lookup<'a>(
-        &self,
-        claims: &'a serde_json::Map<String, serde_json::Value>,
-    ) -> Option<&'a serde_json::Value> {
-        let (first, rest) = self.0.split_first()?;
-        let mut value = claims.get(first)?;
-        for part in rest {
-            value = value.as_object()?.get(part)?;
-        }
-        Some(value)
-    }
-
-    /// The top-level claim this path starts from.
-    pub fn root(&self) -> &str {
-        self.0.first().map(String::as_str).unwrap_or("")
     }
 }
 
@@ -288,10 +260,10 @@ struct RawConfig {
     session: RawSession,
     #[serde(default)]
     upstream: RawUpstream,
-    bearer: Option<crate::authz::config::RawBearer>,
+    bearer: Option<access::RawBearer>,
     api_path_prefixes: Option<Vec<String>>,
     public_paths: Option<Vec<String>>,
-    authorization: Option<crate::authz::config::RawAuthorization>,
+    authorization: Option<access::RawAuthorization>,
     log_level: Option<String>,
 }
 
@@ -585,7 +557,7 @@ impl Config {
         };
 
         let upstream = upstream_config(raw.upstream)?;
-        let access = crate::authz::AccessConfig::parse(crate::authz::config::RawAccess {
+        let access = access::access_config(access::RawAccess {
             bearer: raw.bearer,
             api_path_prefixes: raw.api_path_prefixes,
             public_paths: raw.public_paths,
@@ -1202,6 +1174,9 @@ mod tests {
         assert_eq!(config.session.store, SessionStoreKind::Cookie);
         assert!(config.cookies.is_ours(b"__Host-oidc-session-3"));
         assert!(!config.cookies.is_ours(b"__Host-oidc-sessionx"));
+        assert!(config.cookies.is_ours(b"__Host-oidc-login-AbCd-_12"));
+        // An application's cookie that only shares the prefix reaches the upstream.
+        assert!(!config.cookies.is_ours(b"__Host-oidc-login-preferences"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use oidc_filter::flow::StoreWrite;
+use oidc_filter::session::writes::StoreWrite;
 use oidc_filter::provider::schedule::FetchStatus;
 use oidc_filter::provider::SharedProvider;
 use oidc_filter::session::buckets::{IndexBucket, IndexEntry, Layout, SessionBucket};

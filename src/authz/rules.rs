@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use super::claims::ClaimPath;
 use super::public_paths::{under_prefix, under_prefix_ignoring_case};
-use crate::config::ClaimPath;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {

@@ -57,7 +57,9 @@ pub(super) fn start_login<R: CryptoRngCore>(
     let parsed = cookies::parse_cookies(request.cookie_headers());
     let in_flight: Vec<&str> = parsed
         .iter()
-        .filter(|(name, _)| name.starts_with(&config.cookies.login_prefix))
+        .filter(|(name, _)| {
+            LoginState::is_cookie_name(&config.cookies.login_prefix, name.as_bytes())
+        })
         .map(|(name, _)| name.as_str())
         .collect();
     if in_flight.len() >= MAX_LOGINS_IN_FLIGHT {

@@ -24,6 +24,7 @@ use rand_core::CryptoRngCore;
 
 use crate::config::{Config, SessionStoreKind};
 use crate::crypto::seal::SealingKeys;
+pub use crate::http::callout::CalloutOutcome;
 use crate::http::cookies;
 use crate::http::pages::{self, LocalResponse};
 use crate::http::paths;
@@ -31,6 +32,7 @@ use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
 use crate::session::buckets::IndexEntry;
 use crate::session::refresh_outcome::{RefreshOutcome, RefreshRound};
+use crate::session::writes::StoreWrite;
 use crate::session::{Session, SessionId, SessionKey};
 
 /// Everything a handler may consult besides the event itself.
@@ -172,34 +174,6 @@ pub struct Respond {
     pub writes: Vec<StoreWrite>,
 }
 
-#[derive(Debug)]
-pub enum StoreWrite {
-    /// Create or replace a session (a new login, refreshed tokens).
-    Put {
-        key: SessionKey,
-        session: Box<Session>,
-    },
-    /// Replace a session that still exists (refreshed tokens). A session
-    /// deleted meanwhile (logout, back-channel logout, the sweep) stays deleted.
-    Update {
-        key: SessionKey,
-        session: Box<Session>,
-    },
-    /// Record activity for the idle timeout without rewriting the tokens, so a
-    /// touch can never undo another worker's refresh.
-    Touch {
-        key: SessionKey,
-        at: u64,
-    },
-    /// Give up a refresh claim that failed, so the next request retries at once.
-    ReleaseRefresh {
-        key: SessionKey,
-    },
-    Delete {
-        key: SessionKey,
-    },
-}
-
 /// An HTTP request to the provider, routed through an Envoy cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callout {
@@ -236,17 +210,6 @@ impl Callout {
             timeout_ms: config.callout_timeout_ms,
         }
     }
-}
-
-/// How a callout ended.
-#[derive(Debug, Clone)]
-pub enum CalloutOutcome {
-    Response {
-        status: u16,
-        body: Vec<u8>,
-    },
-    /// Not sent, reset, or no answer: the reason, for logs and the error page.
-    Failed(String),
 }
 
 #[derive(Debug, Default)]

@@ -66,6 +66,17 @@ impl Engine {
         self == Engine::NgxWasm
     }
 
+    /// Envoy lets the root context's tick act on a paused request once
+    /// `set_effective_context` names it, which is how requests waiting on a
+    /// refresh are woken ([`super::waiters`]). ngx_wasm_module (0.6.0)
+    /// implements `set_effective_context` as a no-op: calls from a tick stay
+    /// the root's, and setting a request header there traps ("can only set
+    /// request headers before response is produced"), which restarts the VM
+    /// and leaves every parked request hanging.
+    pub fn wakes_requests_from_tick(self) -> bool {
+        self == Engine::Envoy
+    }
+
     /// ngx_wasm_module's set of a request header the client sent more than
     /// once marks every copy as removed, the one it updated too.
     pub fn set_clears_duplicates(self) -> bool {

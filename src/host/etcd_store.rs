@@ -13,13 +13,14 @@ use proxy_wasm::types::Action;
 
 use super::filter::{Filter, Waiting};
 use super::provider_fetch;
-use crate::flow::{self, CalloutOutcome, Step, StoreWrite};
+use crate::flow::{self, CalloutOutcome, Step};
 use crate::session::etcd::api::{self, EtcdRequest};
 use crate::session::etcd::config::EtcdConfig;
 use crate::session::etcd::ops::{self, Keys, Op, Outcome, Progress, Record};
 use crate::session::etcd::transport::{self, Endpoints, Verdict};
 use crate::session::etcd::unavailable;
 use crate::session::shared_store::Changes;
+use crate::session::writes::StoreWrite;
 use crate::session::SessionKey;
 
 /// Sessions a worker's cache holds at most.

@@ -13,10 +13,11 @@ use super::provider_fetch;
 use super::root::Shared;
 use crate::config::SessionStoreKind;
 use crate::flow::event::{Events, Recorded};
-use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step, StoreWrite};
+use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
 use crate::http::{cache_control, framing, pages};
 use crate::provider::Provider;
 use crate::session::refresh_outcome::{self, RefreshOutcome, RefreshRound};
+use crate::session::writes::StoreWrite;
 use crate::session::{deny_list, refresh_lease, shared_store};
 
 /// What a callout in flight is for.
@@ -188,8 +189,11 @@ impl Filter {
                 Step::AwaitRefresh { round, until } => {
                     let now = super::now(self);
                     let outcome = refresh_outcome::read(&self.shared.store.data, &round, now);
+                    // Where the tick cannot wake it, the request is not parked: it
+                    // gets the answer of a wait that ran out (retry in a second).
                     let parked = outcome.is_none()
                         && now < until
+                        && self.shared.engine.wakes_requests_from_tick()
                         && self
                             .shared
                             .waiters

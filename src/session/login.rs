@@ -44,6 +44,9 @@ pub fn bounded_return_to(target: String) -> String {
     }
 }
 
+/// Characters of the state's digest that name a login cookie.
+const LOGIN_COOKIE_SUFFIX_LEN: usize = 8;
+
 impl LoginState {
     pub fn new(return_to: String, now: u64, rng: &mut impl rand_core::CryptoRngCore) -> LoginState {
         LoginState {
@@ -59,7 +62,20 @@ impl LoginState {
     /// several tabs do not overwrite each other.
     pub fn cookie_name(login_prefix: &str, state: &str) -> String {
         let digest = crypto::sha256_b64url(state.as_bytes());
-        format!("{login_prefix}{}", &digest[..8])
+        format!("{login_prefix}{}", &digest[..LOGIN_COOKIE_SUFFIX_LEN])
+    }
+
+    /// Whether `name` has the form of [`LoginState::cookie_name`]: the prefix and
+    /// exactly the digest's characters. An application cookie that merely starts
+    /// with the prefix is not ours, so it is neither expired nor stripped.
+    pub fn is_cookie_name(login_prefix: &str, name: &[u8]) -> bool {
+        name.strip_prefix(login_prefix.as_bytes())
+            .is_some_and(|suffix| {
+                suffix.len() == LOGIN_COOKIE_SUFFIX_LEN
+                    && suffix
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            })
     }
 
     pub fn seal(
@@ -88,6 +104,26 @@ mod tests {
     use super::*;
     use crate::http::cookies::{self, CookieAttributes, SameSite};
     use rand_chacha::rand_core::SeedableRng;
+
+    #[test]
+    fn only_names_of_the_login_cookie_form_are_login_cookies() {
+        let prefix = "__Host-oidc-login-";
+        let name = LoginState::cookie_name(prefix, "some-state");
+        assert!(LoginState::is_cookie_name(prefix, name.as_bytes()));
+        for other in [
+            "__Host-oidc-login-",
+            "__Host-oidc-login-preferences",
+            "__Host-oidc-login-abcdefg",
+            "__Host-oidc-login-abcdefgh1",
+            "__Host-oidc-login-abc.efgh",
+            "oidc-login-abcdefgh",
+        ] {
+            assert!(
+                !LoginState::is_cookie_name(prefix, other.as_bytes()),
+                "{other}"
+            );
+        }
+    }
 
     #[test]
     fn long_targets_are_cut_to_fit_a_cookie() {

@@ -13,6 +13,7 @@ pub mod once;
 pub mod refresh_lease;
 pub mod refresh_outcome;
 pub mod shared_store;
+pub mod writes;
 
 use serde::{Deserialize, Serialize};
 

@@ -9,8 +9,8 @@
 use super::buckets::{IndexBucket, IndexEntry, Layout, SessionBucket};
 use super::first_write::ensure_exists;
 use super::once::{self, Mark};
+use super::writes::StoreWrite;
 use super::{Session, SessionKey};
-use crate::flow::StoreWrite;
 
 /// The host's shared key-value store.
 pub trait SharedData {

@@ -6,12 +6,14 @@
   EnvoyExtensionPolicy's config are put into the same Envoy configuration and validated the
   same way, so the filter itself accepts what Istio and Envoy Gateway will hand it.
 - The Kubernetes resources are checked for the structure that ties them together (the
-  cluster names the filter calls, the environment variables it reads, the OCI layout). Their
-  CRD schemas are not in this repository, so schema validation is not part of this test.
+  cluster names the filter calls, the environment variables it reads, the OCI layout), and
+  each one against its published schema, strictly (tests/k8s-schemas: the schemas come from
+  pinned npm packages that scripts/setup installs, so the check runs offline).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -195,7 +197,139 @@ def test_each_provider_file_configures_the_filter(wasm, tmp_path, name):
     assert_valid(validate_envoy(tmp_path, wasm, config))
 
 
-# ---- scripts/check-k8s-examples (the CRD schemas themselves are not in this repository) --
+# ---- published schemas (tests/k8s-schemas) ------------------------------------------------
+
+SCHEMAS = REPO / "tests" / "k8s-schemas"
+
+
+def kubernetes_resources() -> dict[str, dict]:
+    """Every Kubernetes resource under deploy/ (deploy/envoy holds Envoy's own configuration),
+    by "path#index kind"."""
+    found = {}
+    for f in sorted(DEPLOY.rglob("*.yaml")):
+        if f.parent.name == "envoy":
+            continue
+        for i, doc in enumerate(yaml_docs(f)):
+            found[f"{f.relative_to(DEPLOY)}#{i} {doc['kind']}"] = doc
+    return found
+
+
+def schema_verdicts(resources: list[dict]) -> tuple[int, list[dict]]:
+    """tests/k8s-schemas/validate.mjs on the resources: its exit status and one verdict each."""
+    assert (SCHEMAS / "node_modules" / "@kubernetes-models" / "istio").is_dir(), \
+        "tests/k8s-schemas/node_modules is missing: run scripts/setup"
+    proc = subprocess.run(["node", str(SCHEMAS / "validate.mjs")], input=json.dumps(resources),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    verdicts = json.loads(proc.stdout)
+    assert len(verdicts) == len(resources)
+    return proc.returncode, verdicts
+
+
+def test_every_kubernetes_resource_passes_its_published_schema():
+    resources = kubernetes_resources()
+    assert sorted(d["kind"] for d in resources.values()) == sorted([
+        "WasmPlugin", "ServiceEntry", "DestinationRule",
+        "EnvoyExtensionPolicy", "EnvoyProxy", "Backend", "HTTPRoute"])
+    status, verdicts = schema_verdicts(list(resources.values()))
+    report = {name: v for name, v in zip(resources, verdicts)}
+    assert all(v["schema"] for v in verdicts), report
+    assert all(v["errors"] == [] for v in verdicts), report
+    assert status == 0
+
+
+def _set(path: str, value):
+    def edit(doc):
+        *parents, last = path.split(".")
+        node = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        node[last] = value
+    return edit
+
+
+def _rename(path: str, new: str):
+    def edit(doc):
+        *parents, last = path.split(".")
+        node = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        node[new] = node.pop(last)
+    return edit
+
+
+def _drop(path: str):
+    def edit(doc):
+        *parents, last = path.split(".")
+        node = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        del node[last]
+    return edit
+
+
+# (kind, how the copy is broken, where the error must point)
+BROKEN = {
+    "wasmplugin-misspelt-field": ("WasmPlugin", _rename("spec.failStrategy", "failureStrategy"),
+                                  "/spec/failureStrategy: field not declared"),
+    "wasmplugin-env-source": ("WasmPlugin", _set("spec.vmConfig.env.0.valueFrom", "SECRET"),
+                              "/spec/vmConfig/env/0/valueFrom: must be equal to one of the allowed values"),
+    "metadata-misspelt-field": ("WasmPlugin", _rename("metadata.namespace", "namespce"),
+                                "/metadata/namespce: field not declared"),
+    "serviceentry-port-as-string": ("ServiceEntry", _set("spec.ports.0.number", "80"),
+                                    "/spec/ports/0/number: must be integer"),
+    "destinationrule-tls-misspelt": ("DestinationRule",
+                                     _rename("spec.trafficPolicy.portLevelSettings.0.tls.sni", "serverName"),
+                                     "/spec/trafficPolicy/portLevelSettings/0/tls/serverName: field not declared"),
+    "extensionpolicy-failopen-as-string": ("EnvoyExtensionPolicy", _set("spec.wasm.0.failOpen", "false"),
+                                           "/spec/wasm/0/failOpen: must be boolean"),
+    "extensionpolicy-without-code": ("EnvoyExtensionPolicy", _drop("spec.wasm.0.code"),
+                                     "/spec/wasm/0: must have required property code"),
+    "backend-port-as-string": ("Backend", _set("spec.endpoints.0.fqdn.port", "443"),
+                               "/spec/endpoints/0/fqdn/port: must be integer"),
+    "httproute-backend-without-name": ("HTTPRoute", _drop("spec.rules.0.backendRefs.0.name"),
+                                       "/spec/rules/0/backendRefs/0: must have required property name"),
+    "httproute-path-match-type": ("HTTPRoute", _set("spec.rules.0.matches.0.path.type", "Exactly"),
+                                  "/spec/rules/0/matches/0/path/type: must be equal to one of the allowed values"),
+    "envoyproxy-secret-ref-misspelt": ("EnvoyProxy", _rename(
+        "spec.provider.kubernetes.envoyDeployment.container.env.0.valueFrom.secretKeyRef.key", "keys"),
+        "/spec/provider/kubernetes/envoyDeployment/container/env/0/valueFrom/secretKeyRef/keys: field not declared"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_the_schema_check_refuses_a_broken_copy(case):
+    kind, edit, expected = BROKEN[case]
+    [doc] = [d for d in kubernetes_resources().values() if d["kind"] == kind]
+    broken = copy.deepcopy(doc)
+    edit(broken)
+    status, [verdict] = schema_verdicts([broken])
+    assert status == 1 and verdict["schema"], verdict
+    assert any(e.startswith(expected) for e in verdict["errors"]), verdict
+    # Only the edit is wrong: the original still passes.
+    assert schema_verdicts([doc]) == (0, [dict(verdict, errors=[])])
+
+
+def test_the_schema_check_leaves_the_filter_configuration_free_form():
+    """pluginConfig and config are free-form JSON in both schemas (the filter checks them
+    itself, see the envoy --mode validate tests above): any field passes there."""
+    resources = kubernetes_resources()
+    plugin = copy.deepcopy(next(d for d in resources.values() if d["kind"] == "WasmPlugin"))
+    plugin["spec"]["pluginConfig"]["not_a_filter_field"] = {"nested": [1, {"x": True}]}
+    policy = copy.deepcopy(next(d for d in resources.values() if d["kind"] == "EnvoyExtensionPolicy"))
+    policy["spec"]["wasm"][0]["config"]["not_a_filter_field"] = {"nested": 1}
+    status, verdicts = schema_verdicts([plugin, policy])
+    assert status == 0 and all(v["errors"] == [] for v in verdicts), verdicts
+
+
+def test_the_schema_check_refuses_a_kind_it_has_no_schema_for():
+    status, [verdict] = schema_verdicts([{"apiVersion": "example.test/v1", "kind": "Widget",
+                                          "metadata": {"name": "w"}}])
+    assert status == 1 and verdict["schema"] is None
+    assert verdict["errors"] == ["no schema installed for example.test/v1 Widget"]
+
+
+# ---- scripts/check-k8s-examples: the same resources against CRD files you supply ---------
 
 
 def test_the_schema_checker_refuses_undeclared_fields(tmp_path):

@@ -381,11 +381,11 @@ pub struct Planned {
 }
 
 pub fn plan_write(
-    write: crate::flow::StoreWrite,
+    write: crate::session::writes::StoreWrite,
     loaded: Option<&(SessionKey, Record)>,
     lease_touch_interval: u64,
 ) -> Option<Planned> {
-    use crate::flow::StoreWrite;
+    use crate::session::writes::StoreWrite;
     let record_of = |key: &SessionKey| loaded.filter(|(k, _)| k == key).map(|(_, r)| r);
     let (op, critical) = match write {
         StoreWrite::Put { key, session } => match record_of(&key) {
@@ -462,7 +462,7 @@ impl Op {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::StoreWrite;
+    use crate::session::writes::StoreWrite;
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
     use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! Judging a call to etcd before its body is read: whether to use the answer,
 //! try the next endpoint, authenticate again, or give up.
 
-use crate::flow::CalloutOutcome;
+use crate::http::callout::CalloutOutcome;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {

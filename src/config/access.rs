@@ -1,51 +1,17 @@
-//! The configuration sections for API clients and authorization: `bearer`,
-//! `api_path_prefixes`, `public_paths` and `authorization`.
+//! Parses the configuration sections for API clients and authorization
+//! (`bearer`, `api_path_prefixes`, `public_paths` and `authorization`) into
+//! the policy types of [`crate::authz`].
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::public_paths::{is_normalized_pattern, PublicPath};
-use super::rules::{Authorization, Policy, Requirements, Rule};
-use crate::config::{bounded, ClaimPath, ConfigError};
-
-/// What the filter does with `Authorization: Bearer …`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BearerMode {
-    /// A bearer token is validated instead of looking for a session.
-    Accept,
-    /// Every request needs a valid bearer token; sessions are not used.
-    Require,
-    /// `Authorization` is not inspected (and still never reaches the upstream as sent).
-    Ignore,
-}
-
-#[derive(Debug, Clone)]
-pub struct IntrospectionConfig {
-    pub enabled: bool,
-    /// How long an answer is reused, at most (never past the token's `exp`).
-    pub cache_seconds: u64,
-    /// Cache slots; a bound on memory, not an exact count.
-    pub max_entries: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct BearerConfig {
-    pub mode: BearerMode,
-    /// A token's `aud` must contain one of these.
-    pub audiences: Vec<String>,
-    pub introspection: IntrospectionConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct AccessConfig {
-    pub bearer: BearerConfig,
-    /// Normalized prefixes whose unauthenticated requests get 401, never a redirect.
-    pub api_path_prefixes: Vec<String>,
-    pub public_paths: Vec<PublicPath>,
-    pub authorization: Authorization,
-}
+use super::{bounded, ConfigError};
+use crate::authz::claims::ClaimPath;
+use crate::authz::public_paths::{is_normalized_pattern, PublicPath};
+use crate::authz::rules::{Authorization, Policy, Requirements, Rule};
+use crate::authz::{AccessConfig, BearerConfig, BearerMode, IntrospectionConfig};
 
 /// The raw sections, as they appear at the top level of the filter's JSON.
 pub(crate) struct RawAccess {
@@ -100,71 +66,44 @@ struct RawRequire {
     audience: Option<String>,
 }
 
-impl AccessConfig {
-    pub(crate) fn parse(raw: RawAccess) -> Result<AccessConfig, ConfigError> {
-        let bearer = bearer_config(raw.bearer.unwrap_or_default())?;
-        let api_path_prefixes = raw
-            .api_path_prefixes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|prefix| {
-                if is_normalized_pattern(&prefix) {
-                    Ok(prefix)
-                } else {
-                    Err(ConfigError::new(
-                        "api_path_prefixes",
-                        format!("{prefix:?} must be a normalized path such as /api/"),
-                    ))
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        let public_paths = raw
-            .public_paths
-            .unwrap_or_default()
-            .into_iter()
-            .map(|entry| {
-                PublicPath::parse(&entry).ok_or_else(|| {
-                    ConfigError::new(
-                        "public_paths",
-                        format!("{entry:?} must be a normalized path such as /health or /static/ (no query, no %, no .. or //)"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let authorization = authorization(raw.authorization.unwrap_or_default())?;
-        Ok(AccessConfig {
-            bearer,
-            api_path_prefixes,
-            public_paths,
-            authorization,
-        })
-    }
-
-    pub fn is_public(&self, normalized_path: &str) -> bool {
-        self.public_paths.iter().any(|p| p.matches(normalized_path))
-    }
-
-    /// The top-level claims rules read, which sessions must therefore keep.
-    pub fn retained_claims(&self) -> impl Iterator<Item = &str> {
-        self.authorization.rules.iter().flat_map(|rule| {
-            let scopes: &[&str] = if rule.require.scopes.is_empty() {
-                &[]
+/// The access sections of the configuration, validated.
+pub(super) fn access_config(raw: RawAccess) -> Result<AccessConfig, ConfigError> {
+    let bearer = bearer_config(raw.bearer.unwrap_or_default())?;
+    let api_path_prefixes = raw
+        .api_path_prefixes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|prefix| {
+            if is_normalized_pattern(&prefix) {
+                Ok(prefix)
             } else {
-                &["scope", "scp"]
-            };
-            let aud: &[&str] = if rule.require.audience.is_some() {
-                &["aud"]
-            } else {
-                &[]
-            };
-            rule.require
-                .claims
-                .iter()
-                .map(|(path, _)| path.root())
-                .chain(scopes.iter().copied())
-                .chain(aud.iter().copied())
+                Err(ConfigError::new(
+                    "api_path_prefixes",
+                    format!("{prefix:?} must be a normalized path such as /api/"),
+                ))
+            }
         })
-    }
+        .collect::<Result<_, _>>()?;
+    let public_paths = raw
+        .public_paths
+        .unwrap_or_default()
+        .into_iter()
+        .map(|entry| {
+            PublicPath::parse(&entry).ok_or_else(|| {
+                ConfigError::new(
+                    "public_paths",
+                    format!("{entry:?} must be a normalized path such as /health or /static/ (no query, no %, no .. or //)"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let authorization = authorization(raw.authorization.unwrap_or_default())?;
+    Ok(AccessConfig {
+        bearer,
+        api_path_prefixes,
+        public_paths,
+        authorization,
+    })
 }
 
 /// Bearer tokens are accepted only for audiences the operator named. A default
