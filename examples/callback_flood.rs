@@ -78,12 +78,14 @@ struct Bench {
 
 impl Bench {
     fn run(&mut self, now: u64, flow: &mut RequestFlow, head: RequestHead) -> Step {
+        let events = oidc_filter::flow::event::Events::default();
         let mut ctx = Context {
             config: &self.config,
             provider: Some(&self.provider),
             keys: &self.keys,
             now,
             rng: &mut self.rng,
+            events: &events,
         };
         let mut step = flow.handle_request(&mut ctx, head);
         loop {

@@ -226,6 +226,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Bearer tokens, public paths, API prefixes and authorization rules.
     pub access: crate::authz::AccessConfig,
+    /// The filter logs nothing below this, whatever the proxy's own level.
+    pub log_level: log::LevelFilter,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +264,7 @@ struct RawConfig {
     api_path_prefixes: Option<Vec<String>>,
     public_paths: Option<Vec<String>>,
     authorization: Option<access::RawAuthorization>,
+    log_level: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -426,6 +429,19 @@ impl Config {
             }
         }
 
+        let log_level = match raw.log_level.as_deref() {
+            None | Some("info") => log::LevelFilter::Info,
+            Some("error") => log::LevelFilter::Error,
+            Some("warn") => log::LevelFilter::Warn,
+            Some("debug") => log::LevelFilter::Debug,
+            Some("trace") => log::LevelFilter::Trace,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "log_level",
+                    "must be one of error, warn, info, debug, trace",
+                ))
+            }
+        };
         let callout_timeout_ms = raw.callout_timeout_ms.unwrap_or(5_000);
         if !(100..=60_000).contains(&callout_timeout_ms) {
             return Err(ConfigError::new(
@@ -577,6 +593,7 @@ impl Config {
             session,
             upstream,
             access,
+            log_level,
         })
     }
 
@@ -932,6 +949,20 @@ mod tests {
     }
 
     #[test]
+    fn log_level_is_read() {
+        for (text, level) in [
+            ("error", log::LevelFilter::Error),
+            ("warn", log::LevelFilter::Warn),
+            ("info", log::LevelFilter::Info),
+            ("debug", log::LevelFilter::Debug),
+            ("trace", log::LevelFilter::Trace),
+        ] {
+            let config = Config::parse(&with("log_level", text.into()), |_| None).unwrap();
+            assert_eq!(config.log_level, level, "{text}");
+        }
+    }
+
+    #[test]
     fn minimal_config_gets_secure_defaults() {
         let config = Config::parse(MINIMAL.as_bytes(), |_| None).unwrap();
         assert_eq!(config.scope, "openid");
@@ -948,6 +979,7 @@ mod tests {
         );
         assert!(!config.allowed_algorithms.is_empty());
         assert!(config.sealing_keys.is_none());
+        assert_eq!(config.log_level, log::LevelFilter::Info);
         let identity: Vec<&str> = config.identity_headers().collect();
         assert_eq!(
             identity,
@@ -986,6 +1018,9 @@ mod tests {
             ),
             (with("scopes", serde_json::json!(["has space"])), "scopes"),
             (with("callout_timeout_ms", 0.into()), "callout_timeout_ms"),
+            (with("log_level", "verbose".into()), "log_level"),
+            (with("log_level", "INFO".into()), "log_level"),
+            (with("log_level", 3.into()), "<json>"),
             (with("logout_path", "//evil".into()), "logout_path"),
             (
                 with("id_token_signing_algorithms", serde_json::json!(["none"])),

@@ -360,12 +360,14 @@ fuzz_target!(|data: &[u8]| {
         .headers
         .iter()
         .any(|(n, v)| n == "cookie" && v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)));
+    let events = oidc_filter::flow::event::Events::default();
     let mut ctx = Context {
         config,
         provider: input.provider_loaded.then(provider),
         keys,
         now,
         rng: &mut rng,
+        events: &events,
     };
     let mut flow = RequestFlow::new();
     let mut answers = input.answers.iter();

@@ -5,6 +5,7 @@
 use rand_core::CryptoRngCore;
 use serde_json::{Map, Value};
 
+use super::event::{BearerRejection, Event, Events};
 use super::{identity, respond, Context, RequestHead, Step};
 use crate::authz::request_kind;
 use crate::authz::rules::Target;
@@ -47,19 +48,37 @@ pub(super) fn gate<R: CryptoRngCore>(ctx: &Context<'_, R>, request: &RequestHead
     }
     match bearer_token(request) {
         Credential::Bearer(token) => Gate::Bearer(token),
-        Credential::Unusable(description) => Gate::Done(invalid_token(description)),
-        Credential::Repeated => Gate::Done(respond(
-            pages::json_error(
-                400,
-                "invalid_request",
-                "The request carries more than one Authorization header.",
-            )
-            .with_header(
-                "www-authenticate",
-                format!("{REALM}, error=\"invalid_request\""),
-            ),
-        )),
-        Credential::None if mode == BearerMode::Require => Gate::Done(unauthorized()),
+        Credential::Unusable(description) => {
+            ctx.events.record(
+                Event::BearerRejected(BearerRejection::MalformedHeader),
+                description,
+            );
+            Gate::Done(invalid_token(description))
+        }
+        Credential::Repeated => {
+            ctx.events.record(
+                Event::BearerRejected(BearerRejection::RepeatedHeader),
+                "more than one Authorization header",
+            );
+            Gate::Done(respond(
+                pages::json_error(
+                    400,
+                    "invalid_request",
+                    "The request carries more than one Authorization header.",
+                )
+                .with_header(
+                    "www-authenticate",
+                    format!("{REALM}, error=\"invalid_request\""),
+                ),
+            ))
+        }
+        Credential::None if mode == BearerMode::Require => {
+            ctx.events.record(
+                Event::BearerRejected(BearerRejection::Missing),
+                "no bearer token",
+            );
+            Gate::Done(unauthorized())
+        }
         Credential::None => Gate::Session,
     }
 }
@@ -193,6 +212,7 @@ pub(super) fn authorize(
     sub: Option<&str>,
     claims: &Map<String, Value>,
     via: Via,
+    events: &Events,
 ) -> Option<Step> {
     let (raw_path, _) = paths::split_path_query(&request.target);
     let path = match paths::normalize_path(raw_path) {
@@ -217,7 +237,7 @@ pub(super) fn authorize(
         _ => config.access.authorization.decide(&target, claims),
     }
     .err()?;
-    log::info!("access denied: {denial}");
+    events.record(Event::AccessDenied, denial.to_string());
     let response: LocalResponse = match via {
         Via::Bearer if denial.is_insufficient() => pages::json_error(
             403,

@@ -3,6 +3,7 @@
 
 use rand_core::CryptoRngCore;
 
+use super::event::{BackchannelRejection, Event, Events};
 use super::{respond, Context, Expect, Next, RequestHead, Step};
 use crate::http::pages::{self, LocalResponse};
 use crate::oidc::jwt::JwtError;
@@ -22,8 +23,12 @@ pub(super) struct LogoutTarget {
     entries: Vec<IndexEntry>,
 }
 
-pub(super) fn handle_request(request: &RequestHead) -> Next {
+pub(super) fn handle_request<R: CryptoRngCore>(
+    ctx: &Context<'_, R>,
+    request: &RequestHead,
+) -> Next {
     if request.method != "POST" {
+        rejected(ctx.events, BackchannelRejection::NotPost, "not a POST");
         return Next::Done(respond(
             bad_request(405, "the back-channel logout endpoint only accepts POST")
                 .with_header("allow", "POST"),
@@ -32,6 +37,7 @@ pub(super) fn handle_request(request: &RequestHead) -> Next {
     // §2.5: the token comes as a form. Reading any other body as one would let
     // a cross-site `text/plain` POST (no preflight) look like a logout.
     if !is_form_urlencoded(request) {
+        rejected(ctx.events, BackchannelRejection::NotForm, "not a form POST");
         return Next::Done(respond(bad_request(
             400,
             "the back-channel logout endpoint only accepts application/x-www-form-urlencoded",
@@ -51,12 +57,22 @@ pub(super) fn handle_body<R: CryptoRngCore>(
     _: bool,
 ) -> Next {
     let Some(body) = body else {
+        rejected(
+            ctx.events,
+            BackchannelRejection::BodyTooLarge,
+            "body too large",
+        );
         return Next::Done(respond(bad_request(413, "the request body is too large")));
     };
     let mut tokens = url::form_urlencoded::parse(body)
         .filter(|(name, _)| name == "logout_token")
         .map(|(_, value)| value.into_owned());
     let (Some(token), None) = (tokens.next(), tokens.next()) else {
+        rejected(
+            ctx.events,
+            BackchannelRejection::TokenMissing,
+            "not exactly one logout_token",
+        );
         return Next::Done(respond(bad_request(
             400,
             "exactly one logout_token parameter is required",
@@ -71,6 +87,11 @@ pub(super) fn verify<R: CryptoRngCore>(
     may_refetch_keys: bool,
 ) -> Next {
     let Some(provider) = ctx.provider else {
+        rejected(
+            ctx.events,
+            BackchannelRejection::ProviderUnavailable,
+            "provider metadata not loaded",
+        );
         return Next::Done(respond(
             pages::json_error(
                 503,
@@ -103,7 +124,11 @@ pub(super) fn verify<R: CryptoRngCore>(
             );
         }
         Err(err) => {
-            log::warn!("back-channel logout token refused: {err}");
+            rejected(
+                ctx.events,
+                BackchannelRejection::Token(err.clone()),
+                err.to_string(),
+            );
             return Next::Done(respond(bad_request(400, &err.to_string())));
         }
     };
@@ -113,7 +138,12 @@ pub(super) fn verify<R: CryptoRngCore>(
         (Some(sid), _) => IndexEntry::sid(&config.issuer, sid),
         (None, Some(sub)) => IndexEntry::sub(&config.issuer, sub),
         (None, None) => {
-            return Next::Done(respond(bad_request(400, "logout token names no session")))
+            rejected(
+                ctx.events,
+                BackchannelRejection::NoSession,
+                "the logout token names no session",
+            );
+            return Next::Done(respond(bad_request(400, "logout token names no session")));
         }
     };
     let step = Step::RecordOnce {
@@ -131,9 +161,13 @@ pub(super) fn verify<R: CryptoRngCore>(
     )
 }
 
-pub(super) fn end_sessions(target: LogoutTarget, first_use: bool) -> Next {
+pub(super) fn end_sessions(events: &Events, target: LogoutTarget, first_use: bool) -> Next {
     if !first_use {
-        log::warn!("back-channel logout token replayed (jti seen before)");
+        rejected(
+            events,
+            BackchannelRejection::Replayed,
+            "logout token replayed (jti seen before)",
+        );
         return Next::Done(respond(bad_request(
             400,
             "logout token already used (jti replayed)",
@@ -147,13 +181,17 @@ pub(super) fn end_sessions(target: LogoutTarget, first_use: bool) -> Next {
     )
 }
 
-pub(super) fn done(count: usize) -> Step {
-    log::info!("back-channel logout ended {count} session(s)");
+pub(super) fn done(events: &Events, count: usize) -> Step {
+    events.record(Event::BackchannelLogout, format!("sessions_ended={count}"));
     respond(LocalResponse {
         status: 200,
         headers: vec![("cache-control".to_string(), "no-store".to_string())],
         body: Vec::new(),
     })
+}
+
+fn rejected(events: &Events, rejection: BackchannelRejection, detail: impl Into<String>) {
+    events.record(Event::BackchannelLogoutRejected(rejection), detail);
 }
 
 /// Exactly one `Content-Type`, whose media type (parameters aside, in any case)

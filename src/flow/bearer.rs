@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::access::{self, Via};
+use super::event::{BearerRejection, Event};
 use super::{identity, upstream_identity, Callout, CalloutOutcome, Context, Expect, Next};
 use super::{RequestHead, Step};
 use crate::config::ClaimSource;
@@ -43,6 +44,11 @@ pub(super) fn authenticate<R: CryptoRngCore>(
 ) -> Next {
     let config = ctx.config;
     let Some(provider) = ctx.provider else {
+        rejected(
+            ctx,
+            BearerRejection::ProviderUnavailable,
+            "provider metadata not loaded",
+        );
         return Next::Done(access::provider_unavailable_json());
     };
     if !jwt_shaped(&bearer.token) {
@@ -70,7 +76,7 @@ pub(super) fn authenticate<R: CryptoRngCore>(
             )
         }
         Err(err) => {
-            log::info!("bearer token refused: {err}");
+            rejected(ctx, BearerRejection::Token(err.clone()), err.to_string());
             Next::Done(access::invalid_token(describe(&err)))
         }
     }
@@ -96,7 +102,16 @@ fn admit<R: CryptoRngCore>(
     claims: &Map<String, Value>,
 ) -> Step {
     let config = ctx.config;
-    if let Some(denied) = access::authorize(config, &bearer.request, sub, claims, Via::Bearer) {
+    ctx.events.record(Event::BearerAccepted, "");
+    let denied = access::authorize(
+        config,
+        &bearer.request,
+        sub,
+        claims,
+        Via::Bearer,
+        ctx.events,
+    );
+    if let Some(denied) = denied {
         return denied;
     }
     let mut forward = identity::strip_request(config, &bearer.request);
@@ -116,6 +131,14 @@ fn admit<R: CryptoRngCore>(
             claims,
         ));
     Step::Forward(forward)
+}
+
+fn rejected<R: CryptoRngCore>(
+    ctx: &Context<'_, R>,
+    rejection: BearerRejection,
+    detail: impl Into<String>,
+) {
+    ctx.events.record(Event::BearerRejected(rejection), detail);
 }
 
 /// Fixed texts for `error_description`: nothing from the token itself.
@@ -165,6 +188,11 @@ fn cache_slot(token: &str, max_entries: u64) -> String {
 fn introspect<R: CryptoRngCore>(ctx: &mut Context<'_, R>, bearer: BearerRequest) -> Next {
     let introspection = &ctx.config.access.bearer.introspection;
     if !introspection.enabled {
+        rejected(
+            ctx,
+            BearerRejection::OpaqueNotAccepted,
+            "not a JWT, and bearer.introspection is off",
+        );
         return Next::Done(access::invalid_token(
             "The access token is not a JWT, and opaque tokens are not accepted.",
         ));
@@ -196,7 +224,14 @@ pub(super) fn handle_cached<R: CryptoRngCore>(
             let sub = entry.claims.get("sub").and_then(Value::as_str);
             Next::Done(admit(ctx, &bearer, sub, &entry.claims))
         }
-        Some(_) => Next::Done(access::invalid_token("The access token is not active.")),
+        Some(_) => {
+            rejected(
+                ctx,
+                BearerRejection::Token(AccessTokenError::Inactive),
+                "access token is not active (cached introspection)",
+            );
+            Next::Done(access::invalid_token("The access token is not active."))
+        }
         None => call_introspection(ctx, bearer),
     }
 }
@@ -204,11 +239,18 @@ pub(super) fn handle_cached<R: CryptoRngCore>(
 fn call_introspection<R: CryptoRngCore>(ctx: &mut Context<'_, R>, bearer: BearerRequest) -> Next {
     let config = ctx.config;
     let Some(provider) = ctx.provider else {
+        rejected(
+            ctx,
+            BearerRejection::ProviderUnavailable,
+            "provider metadata not loaded",
+        );
         return Next::Done(access::provider_unavailable_json());
     };
     let Some(endpoint) = &provider.metadata.introspection_endpoint else {
-        log::warn!(
-            "bearer.introspection is enabled but the provider announces no introspection_endpoint"
+        rejected(
+            ctx,
+            BearerRejection::IntrospectionUnavailable,
+            "bearer.introspection is enabled but the provider announces no introspection_endpoint",
         );
         return Next::Done(access::invalid_token(
             "Opaque access tokens cannot be checked here.",
@@ -245,7 +287,7 @@ pub(super) fn handle_introspection<R: CryptoRngCore>(
         Ok(members) => members,
         Err(reason) => {
             // Not cached: the next request asks again.
-            log::warn!("token introspection failed: {reason}");
+            rejected(ctx, BearerRejection::IntrospectionFailed, reason);
             return Next::Done(super::respond(
                 crate::http::pages::json_error(
                     503,
@@ -277,7 +319,7 @@ pub(super) fn handle_introspection<R: CryptoRngCore>(
             (admit(ctx, &bearer, sub, &claims), claims)
         }
         Err(err) => {
-            log::info!("introspected bearer token refused: {err}");
+            rejected(ctx, BearerRejection::Token(err.clone()), err.to_string());
             (access::invalid_token(describe(&err)), Map::new())
         }
     };

@@ -3,6 +3,7 @@
 
 use rand_core::CryptoRngCore;
 
+use super::event::{Event, LoginFailure, TokenEndpointFailure};
 use super::{
     expire_cookie, provider_unavailable, respond, session_id, Callout, CalloutOutcome, Context,
     Expect, Next, RequestHead, Respond, Step, StoreWrite,
@@ -32,6 +33,11 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
     request: &RequestHead,
 ) -> Next {
     if ctx.provider.is_none() {
+        failed(
+            ctx,
+            LoginFailure::ProviderUnavailable,
+            "provider metadata not loaded",
+        );
         return Next::Done(provider_unavailable());
     }
     let config = ctx.config;
@@ -39,20 +45,28 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
     let params = match CallbackParams::parse(query.unwrap_or_default()) {
         Ok(params) => params,
         Err(name) => {
+            failed(
+                ctx,
+                LoginFailure::DuplicateParameter,
+                format!("{name:?} repeated"),
+            );
             return refuse(format!(
                 "The login response repeats the parameter {name:?}."
-            ))
+            ));
         }
     };
     let Some(state) = params.state else {
+        failed(ctx, LoginFailure::StateMissing, "no state parameter");
         return refuse("The login response has no state parameter.".to_string());
     };
 
     let cookie_name = LoginState::cookie_name(&config.cookies.login_prefix, &state);
     let parsed = cookies::parse_cookies(request.cookie_headers());
     let Some(sealed) = cookies::cookie_value(&parsed, &cookie_name) else {
-        log::info!(
-            "callback without a matching login cookie (expired, replayed or from another browser)"
+        failed(
+            ctx,
+            LoginFailure::LoginCookieMissing,
+            "no login cookie for this state (expired, replayed or from another browser)",
         );
         return refuse(
             "This login does not belong to this browser, has already been used, or has expired. Please start again."
@@ -63,8 +77,10 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
     let login = match LoginState::open(ctx.keys, &cookie_name, sealed) {
         Some(login) if crypto::constant_time_eq(login.state.as_bytes(), state.as_bytes()) => login,
         _ => {
-            log::warn!(
-                "callback with a login cookie that does not open or does not match the state"
+            failed(
+                ctx,
+                LoginFailure::StateMismatch,
+                "the login cookie does not open or does not match the state",
             );
             return refuse_and_expire(
                 "The login state does not match. Please start again.",
@@ -73,6 +89,7 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
         }
     };
     if ctx.now >= login.issued_at.saturating_add(config.login_timeout) {
+        failed(ctx, LoginFailure::StateExpired, "the login took too long");
         return refuse_and_expire(
             "This login took too long and has expired. Please start again.",
             expire,
@@ -84,7 +101,11 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
             Some(description) => format!("The identity provider answered {error}: {description}"),
             None => format!("The identity provider answered {error}."),
         };
-        log::info!("provider returned an error to the callback: {error}");
+        failed(
+            ctx,
+            LoginFailure::ProviderError,
+            format!("the provider answered error={error:?}"),
+        );
         let mut response = pages::error_page(401, "Login failed", &truncate(&detail, 300));
         response.headers.push(expire);
         return Next::Done(respond(response));
@@ -96,13 +117,18 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
         .is_some_and(|p| p.metadata.authorization_response_iss_parameter_supported);
     match params.iss.as_deref() {
         Some(iss) if iss != config.issuer => {
-            log::warn!("callback iss parameter {iss:?} is not the configured issuer");
+            failed(
+                ctx,
+                LoginFailure::IssuerMismatch,
+                format!("iss parameter {iss:?} is not the configured issuer"),
+            );
             return refuse_and_expire(
                 "The login response comes from an unexpected issuer.",
                 expire,
             );
         }
         None if iss_required => {
+            failed(ctx, LoginFailure::IssuerMissing, "no iss parameter");
             return refuse_and_expire(
                 "The login response lacks the iss parameter the provider promises.",
                 expire,
@@ -111,6 +137,7 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
         _ => {}
     }
     let Some(code) = params.code.filter(|c| !c.is_empty()) else {
+        failed(ctx, LoginFailure::CodeMissing, "no code parameter");
         return refuse_and_expire("The login response has no authorization code.", expire);
     };
 
@@ -135,7 +162,11 @@ pub(super) fn exchange_code<R: CryptoRngCore>(
 ) -> Next {
     let config = ctx.config;
     if !first_use {
-        log::warn!("a login cookie was presented a second time; refused");
+        failed(
+            ctx,
+            LoginFailure::StateReplayed,
+            "this login's state was used before",
+        );
         let expire = expire_cookie(config, &cb.cookie_name);
         return refuse_and_expire(
             "This login has already been completed. Please start again.",
@@ -143,6 +174,11 @@ pub(super) fn exchange_code<R: CryptoRngCore>(
         );
     }
     let Some(provider) = ctx.provider else {
+        failed(
+            ctx,
+            LoginFailure::ProviderUnavailable,
+            "provider metadata not loaded",
+        );
         return Next::Done(provider_unavailable());
     };
     let client = ClientCredentials {
@@ -169,7 +205,11 @@ pub(super) fn handle_token_response<R: CryptoRngCore>(
 ) -> Next {
     let tokens = match outcome {
         CalloutOutcome::Failed(reason) => {
-            log::warn!("token endpoint unreachable: {reason}");
+            failed(
+                ctx,
+                LoginFailure::TokenEndpoint(TokenEndpointFailure::Unreachable),
+                reason,
+            );
             return bad_gateway(
                 ctx,
                 &cb,
@@ -180,7 +220,11 @@ pub(super) fn handle_token_response<R: CryptoRngCore>(
             match token::parse_token_response(status, &body) {
                 Ok(tokens) => tokens,
                 Err(err) => {
-                    log::warn!("token endpoint refused the code exchange: {err}");
+                    failed(
+                        ctx,
+                        LoginFailure::TokenEndpoint(TokenEndpointFailure::of(&err)),
+                        err.to_string(),
+                    );
                     return bad_gateway(
                         ctx,
                         &cb,
@@ -201,10 +245,19 @@ pub(super) fn finish_login<R: CryptoRngCore>(
 ) -> Next {
     let config = ctx.config;
     let Some(provider) = ctx.provider else {
+        failed(
+            ctx,
+            LoginFailure::ProviderUnavailable,
+            "provider metadata not loaded",
+        );
         return Next::Done(provider_unavailable());
     };
     let Some(raw_id_token) = tokens.id_token.as_deref() else {
-        log::warn!("token response has no id_token");
+        failed(
+            ctx,
+            LoginFailure::NoIdToken,
+            "the token response has no id_token",
+        );
         return bad_gateway(ctx, &cb, "The identity provider returned no ID token.");
     };
     let expect = IdTokenExpectations {
@@ -228,7 +281,7 @@ pub(super) fn finish_login<R: CryptoRngCore>(
             );
         }
         Err(err) => {
-            log::warn!("ID token rejected: {err}");
+            failed(ctx, LoginFailure::IdToken(err.clone()), err.to_string());
             return bad_gateway(
                 ctx,
                 &cb,
@@ -287,8 +340,17 @@ pub(super) fn finish_login<R: CryptoRngCore>(
             &config.cookies.attributes,
         ),
     ));
-    log::info!("login completed; new session created");
+    ctx.events
+        .record(Event::LoginSucceeded, "new session created");
     Next::Done(Step::Respond(Respond { response, writes }))
+}
+
+fn failed<R: CryptoRngCore>(
+    ctx: &Context<'_, R>,
+    failure: LoginFailure,
+    detail: impl Into<String>,
+) {
+    ctx.events.record(Event::LoginFailed(failure), detail);
 }
 
 /// The ID token claims a session keeps (see [`crate::config::Config::retained_claims`]).

@@ -28,6 +28,7 @@ pub(super) fn continue_session<R: CryptoRngCore>(
         Some(&session.sub),
         &session.claims,
         Via::Session,
+        ctx.events,
     ) {
         return Next::Done(denied);
     }

@@ -2,6 +2,7 @@
 
 use rand_core::CryptoRngCore;
 
+use super::event::Event;
 use super::{access, expire_cookie, provider_unavailable, Context, RequestHead, Respond, Step};
 use crate::http::cookies;
 use crate::http::pages;
@@ -75,7 +76,10 @@ pub(super) fn start_login<R: CryptoRngCore>(
             &config.cookies.login_attributes(),
         ),
     ));
-    log::debug!("no session: redirecting to the provider to log in");
+    ctx.events.record(
+        Event::LoginStarted,
+        "no session: redirecting to the provider",
+    );
     Step::Respond(Respond {
         response,
         writes: Vec::new(),

@@ -6,6 +6,7 @@
 
 use rand_core::CryptoRngCore;
 
+use super::event::{Event, Events};
 use super::{
     expire_cookie, respond, Callout, CalloutOutcome, Context, Expect, Next, RequestHead, Respond,
     Step, StoreWrite,
@@ -81,17 +82,16 @@ pub(super) fn revoke_then_answer(mut pending: Pending) -> Next {
 
 /// The revocation's answer changes nothing for the browser: the session is
 /// already ended here. A failure is logged for the operator.
-pub(super) fn revoked(pending: Pending, outcome: CalloutOutcome) -> Step {
+pub(super) fn revoked(events: &Events, pending: Pending, outcome: CalloutOutcome) -> Step {
     match outcome {
         CalloutOutcome::Response { status: 200, .. } => {
-            log::info!("logout: token revoked at the provider")
+            log::debug!("logout: token revoked at the provider")
         }
-        CalloutOutcome::Response { status, .. } => {
-            log::warn!("logout: the provider refused to revoke the token (HTTP {status})")
-        }
-        CalloutOutcome::Failed(reason) => {
-            log::warn!("logout: the token could not be revoked: {reason}")
-        }
+        CalloutOutcome::Response { status, .. } => events.record(
+            Event::RevocationFailed,
+            format!("the provider refused to revoke the token (HTTP {status})"),
+        ),
+        CalloutOutcome::Failed(reason) => events.record(Event::RevocationFailed, reason),
     }
     Step::Respond(pending.respond)
 }
@@ -154,12 +154,15 @@ fn answer<R: CryptoRngCore>(
         None => pages::error_page(200, "Logged out", "You have been logged out."),
     };
     response.headers.push(expire);
-    log::info!("session ended by logout");
+    ctx.events.record(Event::Logout, "");
     Respond { response, writes }
 }
 
 fn confirm_page<R: CryptoRngCore>(ctx: &Context<'_, R>) -> Step {
-    log::info!("cross-site logout request refused");
+    ctx.events.record(
+        Event::LogoutConfirmationShown,
+        "cross-site logout request: asked to confirm",
+    );
     let logout_path = ctx.config.logout_path.as_deref().unwrap_or("/");
     respond(pages::confirm_logout_page(logout_path))
 }

@@ -11,6 +11,7 @@ mod backchannel;
 mod bearer;
 mod callback;
 mod cookie_store;
+pub mod event;
 mod identity;
 mod login;
 mod logout;
@@ -42,6 +43,8 @@ pub struct Context<'a, R: CryptoRngCore> {
     pub keys: &'a SealingKeys,
     pub now: u64,
     pub rng: &'a mut R,
+    /// What this call decided, for the host's counters and logs.
+    pub events: &'a event::Events,
 }
 
 /// The request as the host read it: header values as bytes, since clients
@@ -270,7 +273,7 @@ impl RequestFlow {
             .map(str::as_bytes)
             == Some(path)
         {
-            let next = backchannel::handle_request(&request);
+            let next = backchannel::handle_request(ctx, &request);
             return self.finish_or(ctx, next);
         }
         let is_logout = ctx.config.logout_path.as_deref().map(str::as_bytes) == Some(path);
@@ -365,7 +368,7 @@ impl RequestFlow {
                 self.finish_or(ctx, next)
             }
             Expect::LogoutTokenRecorded(target) => {
-                let next = backchannel::end_sessions(target, first_use);
+                let next = backchannel::end_sessions(ctx.events, target, first_use);
                 self.finish_or(ctx, next)
             }
             other => self.unexpected(ctx, other, "the single-use ledger"),
@@ -426,7 +429,10 @@ impl RequestFlow {
         count: usize,
     ) -> Step {
         match std::mem::take(&mut self.expect) {
-            Expect::SessionsEnded => self.finish(ctx, backchannel::done(count)),
+            Expect::SessionsEnded => {
+                let step = backchannel::done(ctx.events, count);
+                self.finish(ctx, step)
+            }
             Expect::LogoutDenied(pending) => {
                 if count == 0 {
                     log::error!("logout: the session could not be denied on this replica");
@@ -457,7 +463,7 @@ impl RequestFlow {
                 self.finish_or(ctx, next)
             }
             Expect::LogoutRevoked(pending) => {
-                let step = logout::revoked(*pending, outcome);
+                let step = logout::revoked(ctx.events, *pending, outcome);
                 self.finish(ctx, step)
             }
             other => self.unexpected(ctx, other, "a callout response"),
@@ -582,6 +588,17 @@ fn respond(response: LocalResponse) -> Step {
         response,
         writes: Vec::new(),
     })
+}
+
+/// The request target to leave in the proxy's access log, when it must differ
+/// from what the client sent: the callback's query holds the authorization code
+/// and the state, and the callback is always answered here, so the host can
+/// drop the query from the request once the flow has read it.
+pub fn target_for_access_log(config: &Config, target: &[u8]) -> Option<Vec<u8>> {
+    match paths::split_path_query(target) {
+        (path, Some(_)) if path == config.callback_path.as_bytes() => Some(path.to_vec()),
+        _ => None,
+    }
 }
 
 fn session_id(config: &Config, request: &RequestHead) -> Option<SessionId> {

@@ -14,6 +14,7 @@
 
 use rand_core::CryptoRngCore;
 
+use super::event::{Event, RefreshFailure, TokenEndpointFailure};
 use super::identity::{end_session, forward_with_session};
 use super::{
     respond, Callout, CalloutOutcome, Context, Expect, Next, RequestHead, Respond, Step, StoreWrite,
@@ -117,6 +118,13 @@ pub(super) fn claimed<R: CryptoRngCore>(
     let (Some(provider), Some(refresh_token)) =
         (ctx.provider, refresh.session.refresh_token.as_deref())
     else {
+        if ctx.provider.is_none() {
+            failed(
+                ctx,
+                RefreshFailure::ProviderUnavailable,
+                "provider metadata not loaded",
+            );
+        }
         return Next::Done(forward_or_fail(
             ctx,
             &refresh,
@@ -148,7 +156,11 @@ pub(super) fn handle_response<R: CryptoRngCore>(
 ) -> Next {
     let tokens = match outcome {
         CalloutOutcome::Failed(reason) => {
-            log::warn!("token refresh failed: {reason}");
+            failed(
+                ctx,
+                RefreshFailure::TokenEndpoint(TokenEndpointFailure::Unreachable),
+                reason,
+            );
             return Next::Done(forward_or_fail(
                 ctx,
                 &refresh,
@@ -163,11 +175,19 @@ pub(super) fn handle_response<R: CryptoRngCore>(
                     error: Some(error), ..
                 }) if error == "invalid_grant" => {
                     // The provider ended the grant (revoked, expired, logged out): so does the session.
-                    log::info!("refresh token refused (invalid_grant): session ended");
+                    failed(
+                        ctx,
+                        RefreshFailure::InvalidGrant,
+                        "the provider refused the refresh token: session ended",
+                    );
                     return Next::Done(grant_ended(ctx, refresh));
                 }
                 Err(err) => {
-                    log::warn!("token refresh refused: {err}");
+                    failed(
+                        ctx,
+                        RefreshFailure::TokenEndpoint(TokenEndpointFailure::of(&err)),
+                        err.to_string(),
+                    );
                     return Next::Done(forward_or_fail(
                         ctx,
                         &refresh,
@@ -218,7 +238,11 @@ pub(super) fn apply_tokens<R: CryptoRngCore>(
                 }
             }
             Ok(_) => {
-                log::warn!("refreshed ID token names another subject: session ended");
+                failed(
+                    ctx,
+                    RefreshFailure::SubjectChanged,
+                    "the refreshed ID token names another subject: session ended",
+                );
                 return Next::Done(grant_ended(ctx, refresh));
             }
             Err(IdTokenError::Jwt(JwtError::UnknownKid(kid)))
@@ -236,8 +260,10 @@ pub(super) fn apply_tokens<R: CryptoRngCore>(
                 // The provider has spent the old refresh token: keep the new one
                 // so the next try works. The new access token is not used: what
                 // came with an invalid ID token is not trusted to go upstream.
-                log::warn!(
-                    "refreshed ID token rejected: {err}; keeping only the new refresh token"
+                failed(
+                    ctx,
+                    RefreshFailure::IdToken(err.clone()),
+                    format!("{err}; keeping only the new refresh token"),
                 );
                 return Next::Done(forward_or_fail(
                     ctx,
@@ -256,13 +282,21 @@ pub(super) fn apply_tokens<R: CryptoRngCore>(
     }
     session.refreshing_until = None;
     session.last_seen = now;
-    log::info!("session tokens refreshed");
+    ctx.events.record(Event::SessionRefreshed, "");
 
     let step = forward_refreshed(ctx, &refresh.request, &refresh.key, &session);
     let outcome = RefreshOutcome::Refreshed {
         session: Box::new(session),
     };
     Next::Done(publish(ctx, &refresh, outcome, step))
+}
+
+fn failed<R: CryptoRngCore>(
+    ctx: &Context<'_, R>,
+    failure: RefreshFailure,
+    detail: impl Into<String>,
+) {
+    ctx.events.record(Event::RefreshFailed(failure), detail);
 }
 
 /// Forwards with the refreshed session and stores it (it replaces a touch,

@@ -11,6 +11,7 @@ use url::Url;
 
 use super::*;
 use crate::crypto::seal::SealingKeys;
+use crate::flow::event::Events;
 use crate::oidc::discovery::ProviderMetadata;
 use crate::oidc::jwks::Jwks;
 use crate::session::buckets::IndexEntry;
@@ -20,6 +21,7 @@ use crate::session::shared_store::InMemory;
 use crate::session::Session;
 
 mod api;
+mod events;
 mod requests;
 
 const NOW: u64 = 1_800_000_000;
@@ -107,6 +109,8 @@ struct Rp {
     body: Option<Vec<u8>>,
     /// Published refresh outcomes (shared data beside the session store).
     outcomes: std::rc::Rc<InMemory>,
+    /// What the flow recorded for the host's counters and logs, in order.
+    events: Events,
 }
 
 impl Rp {
@@ -125,6 +129,7 @@ impl Rp {
             ledger: HashMap::new(),
             body: None,
             outcomes: Default::default(),
+            events: Events::default(),
         }
     }
 
@@ -136,6 +141,7 @@ impl Rp {
                 keys: &self.keys,
                 now: self.now,
                 rng: &mut self.rng,
+                events: &self.events,
             },
             &mut self.store,
             &mut self.ledger,

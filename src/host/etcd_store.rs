@@ -409,7 +409,11 @@ impl Filter {
     /// that only save work (a touch, a lock release), which the request
     /// survives.
     fn etcd_failed(&mut self, reason: &str) -> Intercept {
-        log::error!("session store (etcd) unavailable: {reason}");
+        self.shared.metrics.store_unavailable();
+        log::error!(
+            "oidc-filter: event=store_unavailable store=etcd{} detail={reason:?}",
+            self.request_id_field()
+        );
         let answer = |page| Intercept::Again(unavailable_step(page));
         match self.etcd.job.take() {
             Some(Job::Claim) => Intercept::Again(

@@ -3,13 +3,16 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, MapType};
 
 use super::etcd_store;
+use super::metrics::Fetch;
 use super::provider_fetch;
 use super::root::Shared;
 use crate::config::SessionStoreKind;
+use crate::flow::event::{Events, Recorded};
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
 use crate::http::{cache_control, framing, pages};
 use crate::provider::Provider;
@@ -48,6 +51,8 @@ pub struct Filter {
     headers_only: bool,
     /// Waiting for the whole request body, up to this size.
     reading_body: Option<usize>,
+    /// Envoy's `x-request-id`, for the log lines of this request's events.
+    request_id: Option<Vec<u8>>,
 }
 
 impl Filter {
@@ -71,6 +76,7 @@ impl Filter {
             response_headers: Vec::new(),
             headers_only: false,
             reading_body: None,
+            request_id: None,
         }
     }
 
@@ -110,14 +116,41 @@ impl Filter {
             },
         };
         let mut rng = rand_core::OsRng;
+        let events = Events::default();
         let mut ctx = flow::Context {
             config: &shared.config,
             provider: provider.as_deref(),
             keys,
             now,
             rng: &mut rng,
+            events: &events,
         };
-        event(&mut self.flow, &mut ctx)
+        let step = event(&mut self.flow, &mut ctx);
+        self.report(events.take());
+        step
+    }
+
+    /// ` request_id=…` for this request's log lines.
+    pub(super) fn request_id_field(&self) -> String {
+        crate::flow::event::request_id_field(self.request_id.as_deref())
+    }
+
+    /// Counts the flow's events and logs a line for each.
+    fn report(&self, recorded: Vec<Recorded>) {
+        for recorded in recorded {
+            let event = &recorded.event;
+            self.shared.metrics.count(event.metric());
+            let level = if event.is_warning() {
+                log::Level::Warn
+            } else if event.is_routine() {
+                log::Level::Debug
+            } else {
+                log::Level::Info
+            };
+            if log::log_enabled!(level) {
+                log::log!(level, "{}", recorded.log_line(self.request_id.as_deref()));
+            }
+        }
     }
 
     /// The refresh this request waited on ended (`None`: the wait ran out).
@@ -439,9 +472,12 @@ impl Context for Filter {
                 let stored = provider_fetch::expect_ok(outcome, "JWKS refetch")
                     .and_then(|body| provider_fetch::store_refetched_jwks(data, &kid, now, &body));
                 match stored {
-                    Ok(()) => self.shared.provider.borrow_mut().reload(now),
+                    Ok(()) => {
+                        self.shared.metrics.fetched(Fetch::Jwks);
+                        self.shared.provider.borrow_mut().reload(now)
+                    }
                     Err(reason) => {
-                        self.shared.metrics.metadata_fetch_failed();
+                        self.shared.metrics.fetch_failed(Fetch::Jwks);
                         log::warn!("keys could not be refetched: {reason}");
                     }
                 }
@@ -503,6 +539,15 @@ impl HttpContext for Filter {
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let request = self.read_request();
+        self.request_id = request.header("x-request-id").map(<[u8]>::to_vec);
+        if let Some(target) = flow::target_for_access_log(&self.shared.config, &request.target) {
+            // Not the SDK's setter, which panics where a host refuses to set `:path`.
+            let set =
+                hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":path", Some(&target));
+            if let Err(status) = set {
+                log::debug!("the callback's query could not be dropped: {status:?}");
+            }
+        }
         self.headers_only = end_of_stream
             || (self.shared.engine.body_follows_headers()
                 && !framing::declares_body(&request.headers));

@@ -7,7 +7,7 @@ use proxy_wasm::traits::Context;
 use proxy_wasm::types::Status;
 
 use super::engine::Engine;
-use super::metrics::Metrics;
+use super::metrics::{Fetch, Metrics};
 use super::store::HostSharedData;
 use crate::config::Config;
 use crate::flow::{Callout, CalloutOutcome};
@@ -83,8 +83,14 @@ pub fn claim_fetch(data: &HostSharedData, now: u64, lease_seconds: u64) -> bool 
     }
 }
 
-pub fn record_failure(data: &HostSharedData, metrics: &Metrics, now: u64, what: &str) {
-    metrics.metadata_fetch_failed();
+pub fn record_failure(
+    data: &HostSharedData,
+    metrics: &Metrics,
+    fetch: Fetch,
+    now: u64,
+    what: &str,
+) {
+    metrics.fetch_failed(fetch);
     let (value, _) = data.read(STATUS_KEY);
     let status = value
         .as_deref()

@@ -9,7 +9,7 @@ use proxy_wasm::types::ContextType;
 
 use super::engine::Engine;
 use super::filter::Filter;
-use super::metrics::Metrics;
+use super::metrics::{Fetch, Metrics};
 use super::provider_fetch::{self, ProviderCache};
 use super::store::{HostSharedData, ProcessKeys};
 use super::waiters::Waiters;
@@ -81,10 +81,17 @@ impl Context for Root {
                     .map_err(|e| format!("discovery document refused: {e}"))
                 });
                 match metadata {
-                    Ok(metadata) => self.fetching = Some(Fetching::JwksDue(Box::new(metadata))),
-                    Err(reason) => {
-                        provider_fetch::record_failure(data, &shared.metrics, now, &reason)
+                    Ok(metadata) => {
+                        shared.metrics.fetched(Fetch::Discovery);
+                        self.fetching = Some(Fetching::JwksDue(Box::new(metadata)))
                     }
+                    Err(reason) => provider_fetch::record_failure(
+                        data,
+                        &shared.metrics,
+                        Fetch::Discovery,
+                        now,
+                        &reason,
+                    ),
                 }
             }
             Some(Fetching::Jwks(expected, metadata)) if expected == token => {
@@ -94,12 +101,17 @@ impl Context for Root {
                 });
                 match jwks {
                     Ok(jwks) => {
+                        shared.metrics.fetched(Fetch::Jwks);
                         provider_fetch::record_success(data, &shared.config, now, *metadata, jwks);
                         shared.provider.borrow_mut().reload(now);
                     }
-                    Err(reason) => {
-                        provider_fetch::record_failure(data, &shared.metrics, now, &reason)
-                    }
+                    Err(reason) => provider_fetch::record_failure(
+                        data,
+                        &shared.metrics,
+                        Fetch::Jwks,
+                        now,
+                        &reason,
+                    ),
                 }
             }
             other => self.fetching = other,
@@ -124,6 +136,7 @@ impl Root {
             Err(status) => provider_fetch::record_failure(
                 &shared.store.data,
                 &shared.metrics,
+                Fetch::Jwks,
                 now,
                 &format!("JWKS callout not sent: {status:?}"),
             ),
@@ -136,6 +149,8 @@ impl RootContext for Root {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         match Config::parse(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {
+                // Below this level nothing reaches the proxy, whatever its own level.
+                log::set_max_level(config.log_level);
                 let engine = Engine::detect();
                 log::info!("oidc-filter: running on {}", engine.name());
                 let prefix = namespace::instance_prefix(&config.issuer, &config.client_id);
@@ -226,6 +241,7 @@ impl Root {
             Err(status) => provider_fetch::record_failure(
                 data,
                 &shared.metrics,
+                Fetch::Discovery,
                 now,
                 &format!("discovery callout not sent: {status:?}"),
             ),

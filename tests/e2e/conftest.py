@@ -9,7 +9,9 @@
   waits until the filter has loaded the provider metadata. Options (keyword-only, prefixed to
   keep them apart from the filter's config keys): `_idp=` another Idp, `_port=` a listener
   port, `_wait_metadata=False`, `_raw_config=` the filter JSON verbatim, `_env=` extra env,
-  `_concurrency=` Envoy's worker count (default 2).
+  `_concurrency=` Envoy's worker count (default 2), `_envoy_args=` extra Envoy arguments
+  (e.g. ["--component-log-level", "wasm:trace"]), `_envoy_config=` a function that edits the
+  Envoy config (a dict) before it is written.
 - `browser()`: factory of curl-driven browsers, each with its own cookie jar.
 """
 
@@ -140,11 +142,14 @@ class GatewayFactory:
 
     def __call__(self, _idp: Idp | None = None, _port: int | None = None, _wait_metadata: bool = True,
                  _wait_ready: bool = True, _raw_config: str | None = None, _env: dict | None = None,
-                 _concurrency: int = 2, **config_overrides) -> Gateway:
+                 _concurrency: int = 2, _envoy_args: list[str] | None = None, _envoy_config=None,
+                 **config_overrides) -> Gateway:
         provider = _idp or self.idp
         port = self.port_pool.take(_port)
         cfg = build_envoy_config(port, provider.port, self.echo.port, config_overrides, raw_filter_config=_raw_config)
-        gw = Gateway(self.workdir, cfg, port, env=_env, concurrency=_concurrency)
+        if _envoy_config is not None:
+            _envoy_config(cfg)
+        gw = Gateway(self.workdir, cfg, port, env=_env, concurrency=_concurrency, extra_args=_envoy_args)
         gw.idp = provider
         self.started.append(gw)
         gw.start()

@@ -419,9 +419,11 @@ def build_envoy_config(listen_port: int, idp_port: int, upstream_port: int, conf
 class Gateway:
     """An Envoy process with (a patched copy of) envoy.yaml."""
 
-    def __init__(self, workdir: Path, cfg: dict, port: int, env: dict | None = None, concurrency: int = 2):
+    def __init__(self, workdir: Path, cfg: dict, port: int, env: dict | None = None, concurrency: int = 2,
+                 extra_args: list[str] | None = None):
         self.port = port
         self.concurrency = concurrency
+        self.extra_args = list(extra_args or [])
         self.base = f"http://127.0.0.1:{port}"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"envoy-{port}-", dir=workdir))
         self.config_path = self.workdir / "envoy.yaml"
@@ -445,6 +447,7 @@ class Gateway:
             "-l", "info",
             "--log-path", str(self.log_path),
             "--admin-address-path", str(self.admin_address_path),
+            *self.extra_args,
         ]
         self.process = ManagedProcess("envoy", argv, self.workdir / "envoy.stdout", env=self.env)
         return self
