@@ -249,6 +249,10 @@ impl SharedData for Stored {
     fn set(&self, _key: &str, _value: &[u8], _cas: Option<u32>) -> Result<(), WriteError> {
         Ok(())
     }
+
+    fn now_ms(&self) -> u64 {
+        NOW * 1_000
+    }
 }
 
 /// No header the filter writes may split into two or smuggle a byte the

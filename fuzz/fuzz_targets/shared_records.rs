@@ -48,6 +48,10 @@ impl SharedData for Poisoned<'_> {
             .insert(key.to_string(), (value.to_vec(), *version));
         Ok(())
     }
+
+    fn now_ms(&self) -> u64 {
+        NOW * 1_000
+    }
 }
 
 fn session(sub: &str, sid: Option<&str>) -> Session {

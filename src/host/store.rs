@@ -37,6 +37,13 @@ impl SharedData for HostSharedData {
             other => WriteError::Failed(format!("{other:?}")),
         })
     }
+
+    fn now_ms(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_millis() as u64)
+    }
 }
 
 impl HostSharedData {

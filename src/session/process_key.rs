@@ -75,6 +75,10 @@ mod tests {
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError> {
             self.data.set(key, value, cas)
         }
+
+        fn now_ms(&self) -> u64 {
+            self.data.now_ms()
+        }
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub trait SharedData {
     /// Writes unless `cas` is given and the key changed since that version.
     /// Like Envoy, an absent key accepts any `cas`.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError>;
+    /// The host's clock, in milliseconds since the UNIX epoch, as other
+    /// workers see it (the key creation lock records when it was taken).
+    fn now_ms(&self) -> u64;
 }
 
 impl<T: SharedData> SharedData for &T {
@@ -28,6 +31,10 @@ impl<T: SharedData> SharedData for &T {
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError> {
         (**self).set(key, value, cas)
+    }
+
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
     }
 }
 
@@ -505,6 +512,8 @@ pub fn record_once(data: &impl SharedData, key: &str, value: &str, until: u64, n
 pub struct InMemory {
     entries: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
     version: std::cell::Cell<u32>,
+    /// The clock [`SharedData::now_ms`] reads; tests move it.
+    pub clock_ms: std::cell::Cell<u64>,
 }
 
 impl InMemory {
@@ -542,6 +551,10 @@ impl SharedData for InMemory {
         self.version.set(version);
         entries.insert(key.to_string(), (value.to_vec(), version));
         Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock_ms.get()
     }
 }
 
@@ -880,6 +893,10 @@ mod tests {
 
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), WriteError> {
             self.data.set(key, value, cas)
+        }
+
+        fn now_ms(&self) -> u64 {
+            self.data.now_ms()
         }
     }
 
