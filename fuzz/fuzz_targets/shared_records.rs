@@ -9,12 +9,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use oidc_filter::session::writes::StoreWrite;
 use oidc_filter::provider::schedule::FetchStatus;
 use oidc_filter::provider::SharedProvider;
 use oidc_filter::session::buckets::{IndexBucket, IndexEntry, Layout, SessionBucket};
 use oidc_filter::session::deny_list::{self, DenyList};
 use oidc_filter::session::shared_store::{self, SessionStore, SharedData, WriteError};
+use oidc_filter::session::writes::StoreWrite;
 use oidc_filter::session::{once, refresh_lease, Session, SessionId};
 use oidc_filter_fuzz::{rng, ISSUER, NOW};
 
