@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use oidc_filter::config::Config;
 use oidc_filter::crypto::seal::SealingKeys;
-use oidc_filter::flow::{Context, RequestFlow, RequestHead, Step};
+use oidc_filter::flow::{Caches, Context, RequestFlow, RequestHead, Step};
 use oidc_filter::oidc::discovery::ProviderMetadata;
 use oidc_filter::oidc::jwks::Jwks;
 use oidc_filter::provider::Provider;
@@ -74,6 +74,7 @@ struct Bench {
     keys: SealingKeys,
     rng: rand_core::OsRng,
     data: InMemory,
+    caches: Caches,
 }
 
 impl Bench {
@@ -84,6 +85,7 @@ impl Bench {
             keys: &self.keys,
             now,
             rng: &mut self.rng,
+            caches: &mut self.caches,
         };
         let mut step = flow.handle_request(&mut ctx, head);
         loop {
@@ -155,6 +157,7 @@ fn main() {
         keys: SealingKeys::from_raw(vec![[7; 32]]).expect("key"),
         rng: rand_core::OsRng,
         data: InMemory::default(),
+        caches: Caches::default(),
     };
     let mut pending: Vec<(u64, String, String)> = Vec::new();
     let (mut genuine, mut genuine_done, mut replays_refused) = (0, 0, 0);

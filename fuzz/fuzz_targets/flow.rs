@@ -14,7 +14,7 @@ use std::cell::OnceCell;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use oidc_filter::flow::{CalloutOutcome, Context, RequestFlow, RequestHead, Step};
+use oidc_filter::flow::{Caches, CalloutOutcome, Context, RequestFlow, RequestHead, Step};
 use oidc_filter::session::login::LoginState;
 use oidc_filter::session::shared_store::{SharedData, WriteError};
 use oidc_filter::session::{cookie_codec, refresh_outcome, Session};
@@ -360,12 +360,15 @@ fuzz_target!(|data: &[u8]| {
         .headers
         .iter()
         .any(|(n, v)| n == "cookie" && v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)));
+    // A fresh VM per input: nothing carries over between inputs.
+    let mut caches = Caches::default();
     let mut ctx = Context {
         config,
         provider: input.provider_loaded.then(provider),
         keys,
         now,
         rng: &mut rng,
+        caches: &mut caches,
     };
     let mut flow = RequestFlow::new();
     let mut answers = input.answers.iter();

@@ -27,6 +27,7 @@ pub use crate::http::callout::CalloutOutcome;
 use crate::http::cookies;
 use crate::http::pages::{self, LocalResponse};
 use crate::http::paths;
+use crate::oidc::access_token_cache::AccessTokenCache;
 use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
 use crate::session::buckets::IndexEntry;
@@ -42,6 +43,17 @@ pub struct Context<'a, R: CryptoRngCore> {
     pub keys: &'a SealingKeys,
     pub now: u64,
     pub rng: &'a mut R,
+    /// What this VM remembers between requests.
+    pub caches: &'a mut Caches,
+}
+
+/// What one VM remembers between requests, so that the costly work of a
+/// request (a signature, a decryption) is not redone on the next; the host
+/// keeps one per VM and lends it to every event. Each cache re-checks on every
+/// hit what may have changed since (expiry, keys, revocation).
+#[derive(Debug, Default)]
+pub struct Caches {
+    pub access_tokens: AccessTokenCache,
 }
 
 /// The request as the host read it: header values as bytes, since clients

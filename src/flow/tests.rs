@@ -107,6 +107,8 @@ struct Rp {
     body: Option<Vec<u8>>,
     /// Published refresh outcomes (shared data beside the session store).
     outcomes: std::rc::Rc<InMemory>,
+    /// The VM's caches, kept across requests as the host keeps them.
+    caches: Caches,
 }
 
 impl Rp {
@@ -125,6 +127,7 @@ impl Rp {
             ledger: HashMap::new(),
             body: None,
             outcomes: Default::default(),
+            caches: Caches::default(),
         }
     }
 
@@ -136,6 +139,7 @@ impl Rp {
                 keys: &self.keys,
                 now: self.now,
                 rng: &mut self.rng,
+                caches: &mut self.caches,
             },
             &mut self.store,
             &mut self.ledger,

@@ -110,12 +110,21 @@ impl Filter {
             },
         };
         let mut rng = rand_core::OsRng;
+        // Events never nest, so the caches are free; should one ever be
+        // borrowed, this event goes without rather than panic.
+        let mut uncached = flow::Caches::default();
+        let mut borrowed = shared.caches.try_borrow_mut();
+        let caches = match &mut borrowed {
+            Ok(caches) => &mut **caches,
+            Err(_) => &mut uncached,
+        };
         let mut ctx = flow::Context {
             config: &shared.config,
             provider: provider.as_deref(),
             keys,
             now,
             rng: &mut rng,
+            caches,
         };
         event(&mut self.flow, &mut ctx)
     }
