@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use oidc_filter::flow::{Caches, CalloutOutcome, Context, RequestFlow, RequestHead, Step};
+use oidc_filter::session::deny_list::DenyListRead;
 use oidc_filter::session::login::LoginState;
 use oidc_filter::session::shared_store::{SharedData, WriteError};
 use oidc_filter::session::{cookie_codec, refresh_outcome, Session};
@@ -419,7 +420,15 @@ fuzz_target!(|data: &[u8]| {
             }
             Step::LoadDenyList { .. } => {
                 let stored = (keyword == "bytes").then_some(rest.as_slice());
-                flow.handle_deny_list(&mut ctx, stored)
+                // "unchanged": a host answering a generation the flow did not name.
+                let read = match keyword {
+                    "unchanged" => DenyListRead::Unchanged(rest.len() as u64),
+                    _ => DenyListRead::Read {
+                        generation: rest.len() as u64,
+                        list: stored,
+                    },
+                };
+                flow.handle_deny_list(&mut ctx, read)
             }
             Step::RecordOnce { .. } => flow.handle_once_recorded(&mut ctx, keyword != "no"),
             Step::ClaimRefresh { .. } => flow.handle_refresh_claimed(&mut ctx, keyword != "no"),

@@ -31,6 +31,8 @@ use crate::oidc::access_token_cache::AccessTokenCache;
 use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
 use crate::session::buckets::IndexEntry;
+use crate::session::cookie_cache::CookieSessionCache;
+use crate::session::deny_list::DenyListRead;
 use crate::session::refresh_outcome::{RefreshOutcome, RefreshRound};
 use crate::session::writes::StoreWrite;
 use crate::session::{Session, SessionId, SessionKey};
@@ -54,6 +56,7 @@ pub struct Context<'a, R: CryptoRngCore> {
 #[derive(Debug, Default)]
 pub struct Caches {
     pub access_tokens: AccessTokenCache,
+    pub cookie_sessions: CookieSessionCache,
 }
 
 /// The request as the host read it: header values as bytes, since clients
@@ -95,10 +98,11 @@ pub enum Step {
     Respond(Respond),
     /// Read the session stored under `key`, then call [`RequestFlow::handle_session`].
     LoadSession { key: SessionKey },
-    /// Cookie sessions only: read the deny-list of revoked sessions stored under
-    /// `key` (see [`crate::session::deny_list`]), then call
-    /// [`RequestFlow::handle_deny_list`].
-    LoadDenyList { key: String },
+    /// Cookie sessions only: read the deny-list's generation
+    /// ([`crate::session::deny_list::generation`]); unless it is `unless_at`,
+    /// read the deny-list of revoked sessions stored under `key` too (see
+    /// [`crate::session::deny_list`]). Then call [`RequestFlow::handle_deny_list`].
+    LoadDenyList { key: String, unless_at: Option<u64> },
     /// Record `value` as used in the single-use ledger under `key` (see
     /// [`crate::session::once`]), then call [`RequestFlow::handle_once_recorded`].
     RecordOnce {
@@ -355,7 +359,7 @@ impl RequestFlow {
     pub fn handle_deny_list<R: CryptoRngCore>(
         &mut self,
         ctx: &mut Context<'_, R>,
-        stored: Option<&[u8]>,
+        stored: DenyListRead<'_>,
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::DenyList(pending) => {

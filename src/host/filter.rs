@@ -13,6 +13,7 @@ use crate::config::SessionStoreKind;
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
 use crate::http::{cache_control, framing, pages};
 use crate::provider::Provider;
+use crate::session::deny_list::DenyListRead;
 use crate::session::refresh_outcome::{self, RefreshOutcome, RefreshRound};
 use crate::session::writes::StoreWrite;
 use crate::session::{deny_list, refresh_lease, shared_store};
@@ -200,9 +201,21 @@ impl Filter {
                     }
                     *then
                 }
-                Step::LoadDenyList { key } => {
-                    let (value, _) = self.shared.store.data.read(&key);
-                    self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
+                Step::LoadDenyList { key, unless_at } => {
+                    // The generation first: a list read after it is at least that new.
+                    let data = &self.shared.store.data;
+                    let generation = deny_list::generation(data);
+                    if unless_at == Some(generation) {
+                        let read = DenyListRead::Unchanged(generation);
+                        self.with_context(|flow, ctx| flow.handle_deny_list(ctx, read))
+                    } else {
+                        let (value, _) = data.read(&key);
+                        let read = DenyListRead::Read {
+                            generation,
+                            list: value.as_deref(),
+                        };
+                        self.with_context(|flow, ctx| flow.handle_deny_list(ctx, read))
+                    }
                 }
                 Step::RecordOnce { key, value, until } => {
                     let now = super::now(self);

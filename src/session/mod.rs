@@ -3,6 +3,7 @@
 
 pub mod buckets;
 pub mod chunks;
+pub mod cookie_cache;
 pub mod cookie_codec;
 pub mod deny_list;
 pub mod etcd;
