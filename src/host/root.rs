@@ -152,6 +152,7 @@ impl RootContext for Root {
                     max_sessions_per_subject: config.session.max_sessions_per_subject,
                     sweeper_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
                     sweep_seen: Default::default(),
+                    records: Default::default(),
                 };
                 let etcd = super::etcd_store::EtcdShared::new(&config);
                 self.shared = Some(Rc::new(Shared {

@@ -11,6 +11,7 @@ pub mod first_write;
 pub mod login;
 pub mod namespace;
 pub mod once;
+pub mod record_cache;
 pub mod refresh_lease;
 pub mod refresh_outcome;
 pub mod shared_store;

@@ -6,6 +6,8 @@ judged afresh."""
 import re
 import time
 
+import pytest
+
 from harness import login
 from test_cookie_sessions import K1, assert_new_login, cookie_store, copy_of, session_cookies
 from test_hardening_tokens import CLIENT_AUDIENCE, access_claims, bearer_get
@@ -39,8 +41,21 @@ def warm(b, gw, times: int = 8):
         assert r.status == 200, r
 
 
-def test_a_cookie_session_every_worker_cached_is_refused_after_its_logout(gateway, browser):
-    gw = gateway(**cookie_store([K1]))
+STORES = {"shared": {}, "cookie": cookie_store([K1])}
+
+
+def assert_refused(b, gw, kept: dict[str, str], store: str):
+    """The kept session cookie no longer passes: a new login (which expires a cookie session)."""
+    r = b.get(gw.url("/whoami"))
+    if store == "cookie":
+        assert_new_login(r, gw, kept)
+    else:
+        assert r.status == 302 and r.location.startswith(f"{gw.idp.issuer}/auth?"), r
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_session_every_worker_cached_is_refused_after_its_logout(gateway, browser, store):
+    gw = gateway(**STORES[store])
     alice = browser("alice")
     login(alice, gw.url("/"), "alice")
     kept = session_cookies(alice)
@@ -49,15 +64,16 @@ def test_a_cookie_session_every_worker_cached_is_refused_after_its_logout(gatewa
     out = alice.get(gw.url("/oauth2/logout"))
     assert out.status == 302, out
     for _ in range(8):
-        assert_new_login(copy_of(None, browser, kept).get(gw.url("/whoami")), gw, kept)
+        assert_refused(copy_of(None, browser, kept), gw, kept, store)
 
 
-def test_a_back_channel_logout_refuses_a_cookie_session_every_worker_cached(
-        gateway, browser, idp_factory, port_pool):
+@pytest.mark.parametrize("store", STORES)
+def test_a_back_channel_logout_refuses_a_session_every_worker_cached(
+        gateway, browser, idp_factory, port_pool, store):
     port = port_pool.take()
     bcl_path = "/oauth2/backchannel-logout"
     idp = idp_factory(backchannel_logout_uri=f"http://127.0.0.1:{port}{bcl_path}")
-    gw = gateway(_idp=idp, _port=port, backchannel_logout_path=bcl_path, **cookie_store([K1]))
+    gw = gateway(_idp=idp, _port=port, backchannel_logout_path=bcl_path, **STORES[store])
     alice = browser("alice")
     login(alice, gw.url("/"), "alice")
     kept = session_cookies(alice)
@@ -70,4 +86,4 @@ def test_a_back_channel_logout_refuses_a_cookie_session_every_worker_cached(
     assert done.status in (302, 303), done
     assert idp.stats()["backchannel"] == {"success": 1, "error": 0}, idp.log()[-2000:]
     for _ in range(8):
-        assert_new_login(copy_of(None, browser, kept).get(gw.url("/whoami")), gw, kept)
+        assert_refused(copy_of(None, browser, kept), gw, kept, store)
