@@ -101,12 +101,12 @@ impl Bench {
 
     /// `GET /` without a session: the login cookie and the state.
     fn mint(&mut self, now: u64) -> (String, String) {
-        let head = RequestHead {
-            method: "GET".into(),
-            target: b"/".to_vec(),
-            authority: Some("app.example".into()),
-            headers: vec![("accept".into(), b"text/html".to_vec())],
-        };
+        let head = RequestHead::new(
+            "GET".into(),
+            b"/".to_vec(),
+            Some("app.example".into()),
+            vec![("accept".into(), b"text/html".to_vec())],
+        );
         let Step::Respond(respond) = self.run(now, &mut RequestFlow::new(), head) else {
             panic!("expected the redirect to the provider")
         };
@@ -137,12 +137,12 @@ impl Bench {
     fn callback(&mut self, now: u64, cookie: &str, state: &str, code: &str) -> bool {
         let target =
             format!("/oauth2/callback?code={code}&state={state}&iss=https%3A%2F%2Fidp.example");
-        let head = RequestHead {
-            method: "GET".into(),
-            target: target.into_bytes(),
-            authority: Some("app.example".into()),
-            headers: vec![("cookie".into(), cookie.as_bytes().to_vec())],
-        };
+        let head = RequestHead::new(
+            "GET".into(),
+            target.into_bytes(),
+            Some("app.example".into()),
+            vec![("cookie".into(), cookie.as_bytes().to_vec())],
+        );
         matches!(
             self.run(now, &mut RequestFlow::new(), head),
             Step::Callout(_)

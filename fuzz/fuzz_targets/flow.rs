@@ -346,16 +346,16 @@ fuzz_target!(|data: &[u8]| {
         }
     };
 
-    let request = RequestHead {
-        method: input.method.clone(),
-        target: fill(input.target),
-        authority: input.authority.clone(),
-        headers: input
+    let request = RequestHead::new(
+        input.method.clone(),
+        fill(input.target),
+        input.authority.clone(),
+        input
             .headers
             .iter()
             .map(|(name, value)| (name.clone(), fill(value)))
             .collect(),
-    };
+    );
 
     let client_controls = request
         .headers

@@ -12,7 +12,6 @@ use rand_core::CryptoRngCore;
 use super::{identity, login, logout, Context, Next, RequestHead, Respond, Step, StoreWrite};
 use crate::cache::{self, Digest};
 use crate::crypto;
-use crate::http::cookies;
 use crate::http::pages;
 use crate::session::chunks::Joined;
 use crate::session::cookie_codec::{self, Opened, Refused};
@@ -30,9 +29,8 @@ pub(super) struct Jar {
 
 impl Jar {
     pub(super) fn from_request(config: &crate::config::Config, request: &RequestHead) -> Jar {
-        let parsed = cookies::parse_cookies(request.cookie_headers());
         Jar {
-            names: chunks::present_names(&parsed, &config.cookies.session_name),
+            names: chunks::present_names(request.cookies(), &config.cookies.session_name),
             session: None,
         }
     }
@@ -79,9 +77,8 @@ pub(super) fn open_request<R: CryptoRngCore>(
     is_logout: bool,
     jar: &mut Jar,
 ) -> Loaded {
-    let parsed = cookies::parse_cookies(request.cookie_headers());
     let base = &ctx.config.cookies.session_name;
-    let sealed = match chunks::join(&parsed, base) {
+    let sealed = match chunks::join(request.cookies(), base) {
         Joined::Sealed(sealed) => sealed,
         Joined::Absent if is_logout => {
             return Loaded::Done(logout::without_session(ctx, &request, None))

@@ -19,6 +19,8 @@ mod refresh;
 mod tests;
 mod upstream_identity;
 
+use std::cell::OnceCell;
+
 use rand_core::CryptoRngCore;
 
 use crate::config::{Config, SessionStoreKind};
@@ -26,7 +28,7 @@ use crate::crypto::seal::SealingKeys;
 pub use crate::http::callout::CalloutOutcome;
 use crate::http::cookies;
 use crate::http::pages::{self, LocalResponse};
-use crate::http::paths;
+use crate::http::paths::{self, PathError};
 use crate::oidc::access_token_cache::AccessTokenCache;
 use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
@@ -60,7 +62,9 @@ pub struct Caches {
 }
 
 /// The request as the host read it: header values as bytes, since clients
-/// control them and need not send UTF-8.
+/// control them and need not send UTF-8. What the flow reads from it more than
+/// once (the normalized path, the cookies) is parsed on first use and kept:
+/// the head does not change once it reached the flow.
 #[derive(Debug, Clone, Default)]
 pub struct RequestHead {
     pub method: String,
@@ -70,14 +74,48 @@ pub struct RequestHead {
     pub authority: Option<String>,
     /// Every header but pseudo-headers, names lower-case, in order.
     pub headers: Vec<(String, Vec<u8>)>,
+    path: OnceCell<Result<String, PathError>>,
+    cookies: OnceCell<Vec<(String, String)>>,
 }
 
 impl RequestHead {
+    pub fn new(
+        method: String,
+        target: Vec<u8>,
+        authority: Option<String>,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> RequestHead {
+        RequestHead {
+            method,
+            target,
+            authority,
+            headers,
+            ..RequestHead::default()
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_slice())
+    }
+
+    /// The path of the target, before the query.
+    pub fn raw_path(&self) -> &[u8] {
+        paths::split_path_query(&self.target).0
+    }
+
+    /// The path as rules and public paths compare it (see [`paths::normalize_path`]).
+    pub fn normalized_path(&self) -> &Result<String, PathError> {
+        self.path
+            .get_or_init(|| paths::normalize_path(self.raw_path()))
+    }
+
+    /// Every cookie of every `Cookie` header, in order.
+    pub fn cookies(&self) -> &[(String, String)] {
+        self.cookies
+            .get_or_init(|| cookies::parse_cookies(self.cookie_headers()))
     }
 
     fn cookie_headers(&self) -> impl Iterator<Item = &[u8]> {
@@ -270,7 +308,7 @@ impl RequestFlow {
         ctx: &mut Context<'_, R>,
         request: RequestHead,
     ) -> Step {
-        let (path, _) = paths::split_path_query(&request.target);
+        let path = request.raw_path();
         let cookie_store = ctx.config.session.store == SessionStoreKind::Cookie;
         if cookie_store {
             self.cookie_jar = cookie_store::Jar::from_request(ctx.config, &request);
@@ -601,8 +639,7 @@ fn respond(response: LocalResponse) -> Step {
 }
 
 fn session_id(config: &Config, request: &RequestHead) -> Option<SessionId> {
-    let parsed = cookies::parse_cookies(request.cookie_headers());
-    let value = cookies::cookie_value(&parsed, &config.cookies.session_name)?;
+    let value = cookies::cookie_value(request.cookies(), &config.cookies.session_name)?;
     SessionId::from_cookie(value)
 }
 

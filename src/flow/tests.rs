@@ -329,6 +329,7 @@ impl Rp {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_vec()))
                 .collect(),
+            ..RequestHead::default()
         };
         let (mut ctx, _, _) = self.ctx();
         let step = flow.handle_request(&mut ctx, head);
