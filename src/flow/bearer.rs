@@ -1,6 +1,7 @@
 //! Requests with `Authorization: Bearer`: JWT access tokens verified against
-//! the provider's keys, opaque ones through introspection (RFC 7662) with a
-//! small cache in the store, then the authorization rules.
+//! the provider's keys (each worker remembers what it verified, see
+//! [`crate::oidc::access_token_cache`]), opaque ones through introspection
+//! (RFC 7662) with a small cache in the store, then the authorization rules.
 
 use std::rc::Rc;
 
