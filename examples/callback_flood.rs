@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use oidc_filter::config::Config;
 use oidc_filter::crypto::seal::SealingKeys;
-use oidc_filter::flow::{Context, RequestFlow, RequestHead, Step};
+use oidc_filter::flow::{Caches, Context, RequestFlow, RequestHead, Step};
 use oidc_filter::oidc::discovery::ProviderMetadata;
 use oidc_filter::oidc::jwks::Jwks;
 use oidc_filter::provider::Provider;
@@ -74,6 +74,7 @@ struct Bench {
     keys: SealingKeys,
     rng: rand_core::OsRng,
     data: InMemory,
+    caches: Caches,
 }
 
 impl Bench {
@@ -86,6 +87,7 @@ impl Bench {
             now,
             rng: &mut self.rng,
             events: &events,
+            caches: &mut self.caches,
         };
         let mut step = flow.handle_request(&mut ctx, head);
         loop {
@@ -101,12 +103,12 @@ impl Bench {
 
     /// `GET /` without a session: the login cookie and the state.
     fn mint(&mut self, now: u64) -> (String, String) {
-        let head = RequestHead {
-            method: "GET".into(),
-            target: b"/".to_vec(),
-            authority: Some("app.example".into()),
-            headers: vec![("accept".into(), b"text/html".to_vec())],
-        };
+        let head = RequestHead::new(
+            "GET".into(),
+            b"/".to_vec(),
+            Some("app.example".into()),
+            vec![("accept".into(), b"text/html".to_vec())],
+        );
         let Step::Respond(respond) = self.run(now, &mut RequestFlow::new(), head) else {
             panic!("expected the redirect to the provider")
         };
@@ -137,12 +139,12 @@ impl Bench {
     fn callback(&mut self, now: u64, cookie: &str, state: &str, code: &str) -> bool {
         let target =
             format!("/oauth2/callback?code={code}&state={state}&iss=https%3A%2F%2Fidp.example");
-        let head = RequestHead {
-            method: "GET".into(),
-            target: target.into_bytes(),
-            authority: Some("app.example".into()),
-            headers: vec![("cookie".into(), cookie.as_bytes().to_vec())],
-        };
+        let head = RequestHead::new(
+            "GET".into(),
+            target.into_bytes(),
+            Some("app.example".into()),
+            vec![("cookie".into(), cookie.as_bytes().to_vec())],
+        );
         matches!(
             self.run(now, &mut RequestFlow::new(), head),
             Step::Callout(_)
@@ -157,6 +159,7 @@ fn main() {
         keys: SealingKeys::from_raw(vec![[7; 32]]).expect("key"),
         rng: rand_core::OsRng,
         data: InMemory::default(),
+        caches: Caches::default(),
     };
     let mut pending: Vec<(u64, String, String)> = Vec::new();
     let (mut genuine, mut genuine_done, mut replays_refused) = (0, 0, 0);

@@ -52,6 +52,7 @@ fn store(max_sessions: u32) -> SessionStore<InMemory> {
         max_sessions_per_subject: 64,
         sweeper_id: 1,
         sweep_seen: Default::default(),
+        records: Default::default(),
     }
 }
 

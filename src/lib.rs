@@ -9,6 +9,7 @@
 //! example after an HTTP callout) without changing the flow.
 
 pub mod authz;
+pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod flow;

@@ -14,7 +14,8 @@ use std::cell::OnceCell;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use oidc_filter::flow::{CalloutOutcome, Context, RequestFlow, RequestHead, Step};
+use oidc_filter::flow::{Caches, CalloutOutcome, Context, RequestFlow, RequestHead, Step};
+use oidc_filter::session::deny_list::DenyListRead;
 use oidc_filter::session::login::LoginState;
 use oidc_filter::session::shared_store::{SharedData, WriteError};
 use oidc_filter::session::{cookie_codec, refresh_outcome, Session};
@@ -349,22 +350,24 @@ fuzz_target!(|data: &[u8]| {
         }
     };
 
-    let request = RequestHead {
-        method: input.method.clone(),
-        target: fill(input.target),
-        authority: input.authority.clone(),
-        headers: input
+    let request = RequestHead::new(
+        input.method.clone(),
+        fill(input.target),
+        input.authority.clone(),
+        input
             .headers
             .iter()
             .map(|(name, value)| (name.clone(), fill(value)))
             .collect(),
-    };
+    );
 
     let client_controls = request
         .headers
         .iter()
         .any(|(n, v)| n == "cookie" && v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)));
     let events = oidc_filter::flow::event::Events::default();
+    // A fresh VM per input: nothing carries over between inputs.
+    let mut caches = Caches::default();
     let mut ctx = Context {
         config,
         provider: input.provider_loaded.then(provider),
@@ -372,6 +375,7 @@ fuzz_target!(|data: &[u8]| {
         now,
         rng: &mut rng,
         events: &events,
+        caches: &mut caches,
     };
     let mut flow = RequestFlow::new();
     let mut answers = input.answers.iter();
@@ -422,7 +426,15 @@ fuzz_target!(|data: &[u8]| {
             }
             Step::LoadDenyList { .. } => {
                 let stored = (keyword == "bytes").then_some(rest.as_slice());
-                flow.handle_deny_list(&mut ctx, stored)
+                // "unchanged": a host answering a generation the flow did not name.
+                let read = match keyword {
+                    "unchanged" => DenyListRead::Unchanged(rest.len() as u64),
+                    _ => DenyListRead::Read {
+                        generation: rest.len() as u64,
+                        list: stored,
+                    },
+                };
+                flow.handle_deny_list(&mut ctx, read)
             }
             Step::RecordOnce { .. } => flow.handle_once_recorded(&mut ctx, keyword != "no"),
             Step::ClaimRefresh { .. } => flow.handle_refresh_claimed(&mut ctx, keyword != "no"),

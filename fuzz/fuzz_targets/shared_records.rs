@@ -177,6 +177,7 @@ fuzz_target!(|data: &[u8]| {
                 max_sessions_per_subject: 64,
                 sweeper_id: 7,
                 sweep_seen: Default::default(),
+                records: Default::default(),
             };
             let _ = store.load(&key);
             let _ = store.sweep_tick(NOW, 60);

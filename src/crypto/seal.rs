@@ -7,7 +7,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -27,6 +27,9 @@ const URL_SAFE_LENIENT: GeneralPurpose =
 pub struct SealingKeys {
     // Never empty: both constructors refuse an empty list.
     ciphers: Vec<Aes256Gcm>,
+    /// Tells key lists apart (a one-way digest of them), so what was opened
+    /// with one list is not taken for what another would open.
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for SealingKeys {
@@ -96,7 +99,19 @@ impl SealingKeys {
             return Err(KeyError::Empty);
         }
         let ciphers = keys.iter().map(|k| Aes256Gcm::new(k.into())).collect();
-        Ok(SealingKeys { ciphers })
+        let mut fingerprint = Sha256::new_with_prefix(b"oidc-filter sealing keys fingerprint");
+        for key in &keys {
+            fingerprint.update(key);
+        }
+        Ok(SealingKeys {
+            ciphers,
+            fingerprint: fingerprint.finalize().into(),
+        })
+    }
+
+    /// The same for the same keys in the same order, different otherwise.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
     }
 }
 

@@ -12,7 +12,7 @@ use crate::authz::rules::Target;
 use crate::authz::BearerMode;
 use crate::config::Config;
 use crate::http::pages::{self, LocalResponse};
-use crate::http::paths::{self, PathError};
+use crate::http::paths::PathError;
 
 const REALM: &str = "Bearer realm=\"oidc-filter\"";
 
@@ -27,9 +27,8 @@ pub(super) enum Gate {
 
 pub(super) fn gate<R: CryptoRngCore>(ctx: &Context<'_, R>, request: &RequestHead) -> Gate {
     let config = ctx.config;
-    let (raw_path, _query) = paths::split_path_query(&request.target);
-    match paths::normalize_path(raw_path) {
-        Ok(path) if config.access.is_public(&path) => {
+    match request.normalized_path() {
+        Ok(path) if config.access.is_public(path) => {
             return Gate::Done(Step::Forward(identity::strip_request(config, request)));
         }
         Ok(_) => {}
@@ -38,7 +37,7 @@ pub(super) fn gate<R: CryptoRngCore>(ctx: &Context<'_, R>, request: &RequestHead
         // not depend on the path (apps using %2F in paths keep working).
         Err(err) if config.access.authorization.depends_on_path() => {
             log::info!("request path refused: {err:?}");
-            return Gate::Done(bad_path(request, err));
+            return Gate::Done(bad_path(request, *err));
         }
         Err(_) => {}
     }
@@ -135,15 +134,14 @@ fn bearer_token(request: &RequestHead) -> Credential {
 
 /// Whether this request can follow a login redirect.
 pub(super) fn is_navigation(config: &Config, request: &RequestHead) -> bool {
-    let (raw_path, _) = paths::split_path_query(&request.target);
     let prefixes = &config.access.api_path_prefixes;
-    let path = match paths::normalize_path(raw_path) {
-        Ok(path) => path,
+    let path = match request.normalized_path() {
+        Ok(path) => path.as_str(),
         // Whether it lies under an API prefix cannot be told: never redirect then.
         Err(_) if !prefixes.is_empty() => return false,
-        Err(_) => "/".to_string(),
+        Err(_) => "/",
     };
-    request_kind::is_navigation(&request.method, &request.headers, &path, prefixes)
+    request_kind::is_navigation(&request.method, &request.headers, path, prefixes)
 }
 
 /// 401 for a request without credentials that cannot follow a login.
@@ -214,19 +212,18 @@ pub(super) fn authorize(
     via: Via,
     events: &Events,
 ) -> Option<Step> {
-    let (raw_path, _) = paths::split_path_query(&request.target);
-    let path = match paths::normalize_path(raw_path) {
+    let path = match request.normalized_path() {
         Ok(path) => path,
         // `gate` refused these where rules must judge them; otherwise nothing here depends on the path.
         Err(err) if config.access.authorization.depends_on_path() => {
-            return Some(bad_path(request, err))
+            return Some(bad_path(request, *err))
         }
         Err(_) => return None,
     };
     let target = Target {
         authority: request.authority.as_deref(),
         method: &request.method,
-        path: &path,
+        path,
     };
     let denial = match sub {
         Some(sub) if !claims.contains_key("sub") => {

@@ -1,6 +1,9 @@
 //! Requests with `Authorization: Bearer`: JWT access tokens verified against
-//! the provider's keys, opaque ones through introspection (RFC 7662) with a
-//! small cache in the store, then the authorization rules.
+//! the provider's keys (each worker remembers what it verified, see
+//! [`crate::oidc::access_token_cache`]), opaque ones through introspection
+//! (RFC 7662) with a small cache in the store, then the authorization rules.
+
+use std::rc::Rc;
 
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
@@ -11,6 +14,7 @@ use super::access::{self, Via};
 use super::event::{BearerRejection, Event};
 use super::{identity, upstream_identity, Callout, CalloutOutcome, Context, Expect, Next};
 use super::{RequestHead, Step};
+use crate::cache;
 use crate::config::ClaimSource;
 use crate::crypto;
 use crate::oidc::access_token::{
@@ -62,8 +66,22 @@ pub(super) fn authenticate<R: CryptoRngCore>(
         now: ctx.now,
         clock_skew: config.clock_skew,
     };
+    let digest = cache::digest(bearer.token.as_bytes());
+    if let Some(token) = ctx
+        .caches
+        .access_tokens
+        .get(&digest, &provider.jwks, ctx.now)
+    {
+        return Next::Done(admit(ctx, &bearer, token.sub.as_deref(), &token.claims));
+    }
     match verify_access_token(&bearer.token, &provider.jwks, &expect) {
-        Ok(token) => Next::Done(admit(ctx, &bearer, token.sub.as_deref(), &token.claims)),
+        Ok(token) => {
+            let token = Rc::new(token);
+            ctx.caches
+                .access_tokens
+                .insert(digest, &provider.jwks, token.clone(), ctx.now);
+            Next::Done(admit(ctx, &bearer, token.sub.as_deref(), &token.claims))
+        }
         Err(AccessTokenError::Jwt(JwtError::UnknownKid(kid)))
             if may_refetch_keys && provider.may_refetch_jwks_for(&kid, ctx.now) =>
         {

@@ -61,8 +61,8 @@ pub(super) fn handle_callback<R: CryptoRngCore>(
     };
 
     let cookie_name = LoginState::cookie_name(&config.cookies.login_prefix, &state);
-    let parsed = cookies::parse_cookies(request.cookie_headers());
-    let Some(sealed) = cookies::cookie_value(&parsed, &cookie_name) else {
+    let parsed = request.cookies();
+    let Some(sealed) = cookies::cookie_value(parsed, &cookie_name) else {
         failed(
             ctx,
             LoginFailure::LoginCookieMissing,

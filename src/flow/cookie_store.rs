@@ -5,14 +5,17 @@
 //! as for shared data, and [`writes_to_cookies`] turns them into `Set-Cookie`
 //! headers as each request finishes.
 
+use std::rc::Rc;
+
 use rand_core::CryptoRngCore;
 
 use super::{identity, login, logout, Context, Next, RequestHead, Respond, Step, StoreWrite};
+use crate::cache::{self, Digest};
 use crate::crypto;
-use crate::http::cookies;
 use crate::http::pages;
-use crate::session::cookie_codec::{self, Opened};
-use crate::session::deny_list::{DenyList, DENY_LIST_KEY};
+use crate::session::chunks::Joined;
+use crate::session::cookie_codec::{self, Opened, Refused};
+use crate::session::deny_list::{DenyList, DenyListRead, DENY_LIST_KEY};
 use crate::session::{chunks, Session, SessionKey};
 
 /// What the request brought, for writing the cookies when it finishes.
@@ -26,9 +29,8 @@ pub(super) struct Jar {
 
 impl Jar {
     pub(super) fn from_request(config: &crate::config::Config, request: &RequestHead) -> Jar {
-        let parsed = cookies::parse_cookies(request.cookie_headers());
         Jar {
-            names: chunks::present_names(&parsed, &config.cookies.session_name),
+            names: chunks::present_names(request.cookies(), &config.cookies.session_name),
             session: None,
         }
     }
@@ -55,7 +57,11 @@ fn no_session_key() -> SessionKey {
 #[derive(Debug)]
 pub(super) struct Pending {
     request: RequestHead,
-    opened: Opened,
+    /// The digest of the sealed value: the session's entry in the VM's cache.
+    cookie: Digest,
+    opened: Rc<Opened>,
+    /// The deny-list generation the cached session was last checked at.
+    checked_at: Option<u64>,
     logout: bool,
 }
 
@@ -71,52 +77,93 @@ pub(super) fn open_request<R: CryptoRngCore>(
     is_logout: bool,
     jar: &mut Jar,
 ) -> Loaded {
-    let parsed = cookies::parse_cookies(request.cookie_headers());
-    match cookie_codec::read(&parsed, ctx.keys, &ctx.config.cookies.session_name) {
-        Ok(Some(opened)) => {
-            jar.session = Some(Box::new(opened.session.clone()));
-            Loaded::CheckDenyList(
-                Box::new(Pending {
-                    request,
-                    opened,
-                    logout: is_logout,
-                }),
-                Step::LoadDenyList {
-                    key: DENY_LIST_KEY.to_string(),
-                },
-            )
+    let base = &ctx.config.cookies.session_name;
+    let sealed = match chunks::join(request.cookies(), base) {
+        Joined::Sealed(sealed) => sealed,
+        Joined::Absent if is_logout => {
+            return Loaded::Done(logout::without_session(ctx, &request, None))
         }
-        Ok(None) if is_logout => Loaded::Done(logout::without_session(ctx, &request, None)),
-        Ok(None) => Loaded::Done(login::start_login(ctx, &request)),
-        Err(reason) => {
+        Joined::Absent => return Loaded::Done(login::start_login(ctx, &request)),
+        Joined::Invalid(reason) => {
             log::info!("session cookie refused ({reason}): logging in again");
-            Loaded::Done(forget(ctx, &request, is_logout))
+            return Loaded::Done(forget(ctx, &request, is_logout));
         }
-    }
+    };
+    let cookie = cache::digest(sealed.as_bytes());
+    let (opened, checked_at) = match ctx.caches.cookie_sessions.get(&cookie, ctx.keys) {
+        Some((opened, checked_at)) => (opened, Some(checked_at)),
+        None => match cookie_codec::open(ctx.keys, base, &sealed) {
+            Some(opened) => (Rc::new(opened), None),
+            None => {
+                log::info!(
+                    "session cookie refused ({}): logging in again",
+                    Refused::Seal
+                );
+                return Loaded::Done(forget(ctx, &request, is_logout));
+            }
+        },
+    };
+    jar.session = Some(Box::new(opened.session.clone()));
+    Loaded::CheckDenyList(
+        Box::new(Pending {
+            request,
+            cookie,
+            opened,
+            checked_at,
+            logout: is_logout,
+        }),
+        Step::LoadDenyList {
+            key: DENY_LIST_KEY.to_string(),
+            unless_at: checked_at,
+        },
+    )
 }
 
 pub(super) fn with_deny_list<R: CryptoRngCore>(
     ctx: &mut Context<'_, R>,
     pending: Pending,
-    stored: Option<&[u8]>,
+    stored: DenyListRead<'_>,
 ) -> Next {
     let Pending {
         request,
+        cookie,
         opened,
+        checked_at,
         logout,
     } = pending;
-    if denied(stored, &ctx.config.issuer, &opened.session, ctx.now) {
+    let revoked = match stored {
+        // Checked at this very generation, and the list has not changed since.
+        DenyListRead::Unchanged(generation) if checked_at == Some(generation) => false,
+        DenyListRead::Unchanged(_) => {
+            // A host that answers what was not asked: never trust the cache then.
+            log::error!("the deny-list was reported unchanged at another generation");
+            true
+        }
+        DenyListRead::Read { generation, list } => {
+            let revoked = denied(list, &ctx.config.issuer, &opened.session, ctx.now);
+            if !revoked {
+                let cache = &mut ctx.caches.cookie_sessions;
+                cache.insert(cookie, ctx.keys, opened.clone(), generation);
+            }
+            revoked
+        }
+    };
+    if revoked {
+        ctx.caches.cookie_sessions.forget(&cookie);
         log::info!("session revoked by a back-channel logout: logging in again");
         return Next::Done(forget(ctx, &request, logout));
     }
-    let key = session_key(&opened.session);
+    let session = opened.session.clone();
+    let key = session_key(&session);
     if logout {
-        return logout::logged_out(ctx, &request, Some(opened.session), Some(key));
+        // The cookie is denied from now on; this VM need not remember it.
+        ctx.caches.cookie_sessions.forget(&cookie);
+        return logout::logged_out(ctx, &request, Some(session), Some(key));
     }
     let reseal = opened
         .sealed_with_retired_key
-        .then(|| Box::new(opened.session.clone()));
-    let mut next = identity::continue_session(ctx, request, opened.session, key.clone());
+        .then(|| Box::new(session.clone()));
+    let mut next = identity::continue_session(ctx, request, session, key.clone());
     // A refresh or a touch writes the cookie anyway, with the first key.
     if let (Some(session), Next::Done(Step::Forward(forward))) = (reseal, &mut next) {
         if !forward

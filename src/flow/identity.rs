@@ -95,7 +95,8 @@ pub(super) fn forward_with_session<R: CryptoRngCore>(
 /// only the filter may set are removed, and the filter's cookies stay here.
 pub(super) fn strip_request(config: &Config, request: &RequestHead) -> Forward {
     let remove_headers = headers_to_remove(config.identity_headers(), request);
-    let has_ours = cookies::parse_cookies(request.cookie_headers())
+    let has_ours = request
+        .cookies()
         .iter()
         .any(|(name, _)| config.cookies.is_ours(name.as_bytes()));
     let cookie = has_ours.then(|| {
@@ -152,6 +153,7 @@ mod tests {
                 .iter()
                 .map(|n| (n.to_string(), b"x".to_vec()))
                 .collect(),
+            ..RequestHead::default()
         }
     }
 

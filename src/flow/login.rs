@@ -54,7 +54,7 @@ pub(super) fn start_login<R: CryptoRngCore>(
         .append_pair("code_challenge_method", "S256");
 
     let mut response = pages::redirect(location.as_str());
-    let parsed = cookies::parse_cookies(request.cookie_headers());
+    let parsed = request.cookies();
     let in_flight: Vec<&str> = parsed
         .iter()
         .filter(|(name, _)| {

@@ -20,6 +20,8 @@ mod refresh;
 mod tests;
 mod upstream_identity;
 
+use std::cell::OnceCell;
+
 use rand_core::CryptoRngCore;
 
 use crate::config::{Config, SessionStoreKind};
@@ -27,10 +29,13 @@ use crate::crypto::seal::SealingKeys;
 pub use crate::http::callout::CalloutOutcome;
 use crate::http::cookies;
 use crate::http::pages::{self, LocalResponse};
-use crate::http::paths;
+use crate::http::paths::{self, PathError};
+use crate::oidc::access_token_cache::AccessTokenCache;
 use crate::oidc::token::TokenResponse;
 use crate::provider::Provider;
 use crate::session::buckets::IndexEntry;
+use crate::session::cookie_cache::CookieSessionCache;
+use crate::session::deny_list::DenyListRead;
 use crate::session::refresh_outcome::{RefreshOutcome, RefreshRound};
 use crate::session::writes::StoreWrite;
 use crate::session::{Session, SessionId, SessionKey};
@@ -45,10 +50,24 @@ pub struct Context<'a, R: CryptoRngCore> {
     pub rng: &'a mut R,
     /// What this call decided, for the host's counters and logs.
     pub events: &'a event::Events,
+    /// What this VM remembers between requests.
+    pub caches: &'a mut Caches,
+}
+
+/// What one VM remembers between requests, so that the costly work of a
+/// request (a signature, a decryption) is not redone on the next; the host
+/// keeps one per VM and lends it to every event. Each cache re-checks on every
+/// hit what may have changed since (expiry, keys, revocation).
+#[derive(Debug, Default)]
+pub struct Caches {
+    pub access_tokens: AccessTokenCache,
+    pub cookie_sessions: CookieSessionCache,
 }
 
 /// The request as the host read it: header values as bytes, since clients
-/// control them and need not send UTF-8.
+/// control them and need not send UTF-8. What the flow reads from it more than
+/// once (the normalized path, the cookies) is parsed on first use and kept:
+/// the head does not change once it reached the flow.
 #[derive(Debug, Clone, Default)]
 pub struct RequestHead {
     pub method: String,
@@ -58,14 +77,48 @@ pub struct RequestHead {
     pub authority: Option<String>,
     /// Every header but pseudo-headers, names lower-case, in order.
     pub headers: Vec<(String, Vec<u8>)>,
+    path: OnceCell<Result<String, PathError>>,
+    cookies: OnceCell<Vec<(String, String)>>,
 }
 
 impl RequestHead {
+    pub fn new(
+        method: String,
+        target: Vec<u8>,
+        authority: Option<String>,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> RequestHead {
+        RequestHead {
+            method,
+            target,
+            authority,
+            headers,
+            ..RequestHead::default()
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_slice())
+    }
+
+    /// The path of the target, before the query.
+    pub fn raw_path(&self) -> &[u8] {
+        paths::split_path_query(&self.target).0
+    }
+
+    /// The path as rules and public paths compare it (see [`paths::normalize_path`]).
+    pub fn normalized_path(&self) -> &Result<String, PathError> {
+        self.path
+            .get_or_init(|| paths::normalize_path(self.raw_path()))
+    }
+
+    /// Every cookie of every `Cookie` header, in order.
+    pub fn cookies(&self) -> &[(String, String)] {
+        self.cookies
+            .get_or_init(|| cookies::parse_cookies(self.cookie_headers()))
     }
 
     fn cookie_headers(&self) -> impl Iterator<Item = &[u8]> {
@@ -86,10 +139,11 @@ pub enum Step {
     Respond(Respond),
     /// Read the session stored under `key`, then call [`RequestFlow::handle_session`].
     LoadSession { key: SessionKey },
-    /// Cookie sessions only: read the deny-list of revoked sessions stored under
-    /// `key` (see [`crate::session::deny_list`]), then call
-    /// [`RequestFlow::handle_deny_list`].
-    LoadDenyList { key: String },
+    /// Cookie sessions only: read the deny-list's generation
+    /// ([`crate::session::deny_list::generation`]); unless it is `unless_at`,
+    /// read the deny-list of revoked sessions stored under `key` too (see
+    /// [`crate::session::deny_list`]). Then call [`RequestFlow::handle_deny_list`].
+    LoadDenyList { key: String, unless_at: Option<u64> },
     /// Record `value` as used in the single-use ledger under `key` (see
     /// [`crate::session::once`]), then call [`RequestFlow::handle_once_recorded`].
     RecordOnce {
@@ -257,7 +311,7 @@ impl RequestFlow {
         ctx: &mut Context<'_, R>,
         request: RequestHead,
     ) -> Step {
-        let (path, _) = paths::split_path_query(&request.target);
+        let path = request.raw_path();
         let cookie_store = ctx.config.session.store == SessionStoreKind::Cookie;
         if cookie_store {
             self.cookie_jar = cookie_store::Jar::from_request(ctx.config, &request);
@@ -346,7 +400,7 @@ impl RequestFlow {
     pub fn handle_deny_list<R: CryptoRngCore>(
         &mut self,
         ctx: &mut Context<'_, R>,
-        stored: Option<&[u8]>,
+        stored: DenyListRead<'_>,
     ) -> Step {
         match std::mem::take(&mut self.expect) {
             Expect::DenyList(pending) => {
@@ -602,8 +656,7 @@ pub fn target_for_access_log(config: &Config, target: &[u8]) -> Option<Vec<u8>> 
 }
 
 fn session_id(config: &Config, request: &RequestHead) -> Option<SessionId> {
-    let parsed = cookies::parse_cookies(request.cookie_headers());
-    let value = cookies::cookie_value(&parsed, &config.cookies.session_name)?;
+    let value = cookies::cookie_value(request.cookies(), &config.cookies.session_name)?;
     SessionId::from_cookie(value)
 }
 

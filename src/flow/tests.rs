@@ -15,7 +15,7 @@ use crate::flow::event::Events;
 use crate::oidc::discovery::ProviderMetadata;
 use crate::oidc::jwks::Jwks;
 use crate::session::buckets::IndexEntry;
-use crate::session::deny_list::{DenyList, DENY_LIST_KEY};
+use crate::session::deny_list::{DenyList, DenyListRead, DENY_LIST_KEY, GENERATION_KEY};
 use crate::session::refresh_outcome;
 use crate::session::shared_store::InMemory;
 use crate::session::Session;
@@ -111,6 +111,8 @@ struct Rp {
     outcomes: std::rc::Rc<InMemory>,
     /// What the flow recorded for the host's counters and logs, in order.
     events: Events,
+    /// The VM's caches, kept across requests as the host keeps them.
+    caches: Caches,
 }
 
 impl Rp {
@@ -130,6 +132,7 @@ impl Rp {
             body: None,
             outcomes: Default::default(),
             events: Events::default(),
+            caches: Caches::default(),
         }
     }
 
@@ -142,6 +145,7 @@ impl Rp {
                 now: self.now,
                 rng: &mut self.rng,
                 events: &self.events,
+                caches: &mut self.caches,
             },
             &mut self.store,
             &mut self.ledger,
@@ -188,9 +192,19 @@ impl Rp {
                     store.insert(key, value);
                     *then
                 }
-                Step::LoadDenyList { key } => {
-                    let value = store.get(&key).cloned();
-                    flow.handle_deny_list(&mut ctx, value.as_deref())
+                Step::LoadDenyList { key, unless_at } => {
+                    // As the host does: the generation first, the list only if it changed.
+                    let generation = deny_generation(store);
+                    if unless_at == Some(generation) {
+                        flow.handle_deny_list(&mut ctx, DenyListRead::Unchanged(generation))
+                    } else {
+                        let list = store.get(&key).cloned();
+                        let read = DenyListRead::Read {
+                            generation,
+                            list: list.as_deref(),
+                        };
+                        flow.handle_deny_list(&mut ctx, read)
+                    }
                 }
                 Step::ClaimRefresh {
                     key,
@@ -219,6 +233,7 @@ impl Rp {
                         list.insert(entry, ctx.now + 3600, ctx.now);
                     }
                     store.insert(DENY_LIST_KEY.to_string(), list.encode());
+                    raise_deny_generation(store);
                     flow.handle_sessions_ended(&mut ctx, entries.len())
                 }
                 Step::DenyCookieSession { entries, until } => {
@@ -230,6 +245,7 @@ impl Rp {
                         list.insert(entry, until, ctx.now);
                     }
                     store.insert(DENY_LIST_KEY.to_string(), list.encode());
+                    raise_deny_generation(store);
                     flow.handle_sessions_ended(&mut ctx, entries.len())
                 }
                 Step::ClaimRefresh {
@@ -319,6 +335,7 @@ impl Rp {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_vec()))
                 .collect(),
+            ..RequestHead::default()
         };
         let (mut ctx, _, _) = self.ctx();
         let step = flow.handle_request(&mut ctx, head);
@@ -359,6 +376,19 @@ impl Rp {
         );
         self.run(flow, step)
     }
+}
+
+/// The deny-list generation kept beside the list, as [`crate::session::deny_list`] keeps it.
+fn deny_generation(store: &Store) -> u64 {
+    store
+        .get(GENERATION_KEY)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn raise_deny_generation(store: &mut Store) {
+    let next = deny_generation(store) + 1;
+    store.insert(GENERATION_KEY.to_string(), next.to_string().into_bytes());
 }
 
 fn cookie_store(ctx: &Context<'_, ChaCha20Rng>) -> bool {

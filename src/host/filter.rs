@@ -16,6 +16,7 @@ use crate::flow::event::{Events, Recorded};
 use crate::flow::{self, CalloutOutcome, RequestFlow, RequestHead, Step};
 use crate::http::{cache_control, framing, pages};
 use crate::provider::Provider;
+use crate::session::deny_list::DenyListRead;
 use crate::session::refresh_outcome::{self, RefreshOutcome, RefreshRound};
 use crate::session::writes::StoreWrite;
 use crate::session::{deny_list, refresh_lease, shared_store};
@@ -117,6 +118,14 @@ impl Filter {
         };
         let mut rng = rand_core::OsRng;
         let events = Events::default();
+        // Events never nest, so the caches are free; should one ever be
+        // borrowed, this event goes without rather than panic.
+        let mut uncached = flow::Caches::default();
+        let mut borrowed = shared.caches.try_borrow_mut();
+        let caches = match &mut borrowed {
+            Ok(caches) => &mut **caches,
+            Err(_) => &mut uncached,
+        };
         let mut ctx = flow::Context {
             config: &shared.config,
             provider: provider.as_deref(),
@@ -124,6 +133,7 @@ impl Filter {
             now,
             rng: &mut rng,
             events: &events,
+            caches,
         };
         let step = event(&mut self.flow, &mut ctx);
         self.report(events.take());
@@ -227,9 +237,21 @@ impl Filter {
                     }
                     *then
                 }
-                Step::LoadDenyList { key } => {
-                    let (value, _) = self.shared.store.data.read(&key);
-                    self.with_context(|flow, ctx| flow.handle_deny_list(ctx, value.as_deref()))
+                Step::LoadDenyList { key, unless_at } => {
+                    // The generation first: a list read after it is at least that new.
+                    let data = &self.shared.store.data;
+                    let generation = deny_list::generation(data);
+                    if unless_at == Some(generation) {
+                        let read = DenyListRead::Unchanged(generation);
+                        self.with_context(|flow, ctx| flow.handle_deny_list(ctx, read))
+                    } else {
+                        let (value, _) = data.read(&key);
+                        let read = DenyListRead::Read {
+                            generation,
+                            list: value.as_deref(),
+                        };
+                        self.with_context(|flow, ctx| flow.handle_deny_list(ctx, read))
+                    }
                 }
                 Step::RecordOnce { key, value, until } => {
                     let now = super::now(self);

@@ -31,6 +31,8 @@ pub struct Shared {
     pub waiters: Waiters,
     /// Set with the etcd session store.
     pub etcd: Option<super::etcd_store::EtcdShared>,
+    /// What this VM remembers between requests (see [`crate::flow::Caches`]).
+    pub caches: RefCell<crate::flow::Caches>,
 }
 
 enum Fetching {
@@ -165,6 +167,7 @@ impl RootContext for Root {
                     max_sessions_per_subject: config.session.max_sessions_per_subject,
                     sweeper_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
                     sweep_seen: Default::default(),
+                    records: Default::default(),
                 };
                 let etcd = super::etcd_store::EtcdShared::new(&config);
                 self.shared = Some(Rc::new(Shared {
@@ -176,6 +179,7 @@ impl RootContext for Root {
                     process_keys: ProcessKeys::new(data.clone()),
                     metrics: Metrics::define(),
                     waiters: Waiters::default(),
+                    caches: Default::default(),
                 }));
                 // On Envoy the first on_configure runs in the canary VM, before
                 // any worker: the one key that must exist before workers race.

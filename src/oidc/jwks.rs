@@ -18,6 +18,9 @@ const MIN_RSA_MODULUS_BITS: usize = 2048;
 #[derive(Debug, Clone)]
 pub struct Jwks {
     keys: Vec<VerificationKey>,
+    /// SHA-256 of the document the keys came from: what was verified with
+    /// one key set is trusted only while this stays the same.
+    digest: crate::cache::Digest,
 }
 
 /// One usable key together with the JWK metadata that constrains its use.
@@ -68,7 +71,15 @@ impl Jwks {
         if keys.is_empty() {
             return Err(JwksError::NoUsableKeys);
         }
-        Ok(Jwks { keys })
+        Ok(Jwks {
+            keys,
+            digest: crate::cache::digest(body),
+        })
+    }
+
+    /// Identifies the key set: any change of the document changes it.
+    pub fn digest(&self) -> &crate::cache::Digest {
+        &self.digest
     }
 
     pub fn len(&self) -> usize {

@@ -1,6 +1,7 @@
 //! OpenID Provider protocol: discovery, keys, tokens, and their verification.
 
 pub mod access_token;
+pub mod access_token_cache;
 mod common;
 pub mod discovery;
 pub mod id_token;

@@ -16,6 +16,10 @@ use super::Session;
 
 /// The shared-data key holding the encoded list.
 pub const DENY_LIST_KEY: &str = "cookie-sessions/deny-list";
+/// A counter beside the list, raised after every change of it: a VM that
+/// checked a session against the list at one generation need not read the
+/// list again (it can be large) while the generation stays the same.
+pub const GENERATION_KEY: &str = "cookie-sessions/deny-list-generation";
 /// Ceiling on entries: every request of the cookie store copies the list out of
 /// shared data, so it must stay small (256 entries are about 20 KB). When full,
 /// the oldest logout is forgotten, but never let go: every session created
@@ -169,7 +173,7 @@ pub fn record(data: &impl SharedData, entries: &[IndexEntry], until: u64, now: u
             list.insert(entry, until, now);
         }
         match data.set(DENY_LIST_KEY, &list.encode(), Some(cas)) {
-            Ok(()) => return true,
+            Ok(()) => return raise_generation(data),
             Err(WriteError::CasMismatch) => continue,
             Err(WriteError::Failed(reason)) => {
                 log::error!("cookie-session deny-list write failed: {reason}");
@@ -178,6 +182,57 @@ pub fn record(data: &impl SharedData, entries: &[IndexEntry], until: u64, now: u
         }
     }
     log::error!("cookie-session deny-list stayed contended; logout not recorded");
+    false
+}
+
+/// The list as the host read it for a request.
+#[derive(Debug, Clone, Copy)]
+pub enum DenyListRead<'a> {
+    /// The generation is still the one the request named: the list was not read.
+    Unchanged(u64),
+    /// The generation (read first), then the list (`None`: there is none).
+    Read {
+        generation: u64,
+        list: Option<&'a [u8]>,
+    },
+}
+
+/// The current generation of the list; 0 before the first change.
+pub fn generation(data: &impl SharedData) -> u64 {
+    parse_generation(data.get(GENERATION_KEY).0.as_deref())
+}
+
+fn parse_generation(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises the generation after the list changed. A write that loses the
+/// race to another one is as good: that one read the generation after this
+/// list change too, and wrote a higher one.
+fn raise_generation(data: &impl SharedData) -> bool {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = data.get(GENERATION_KEY);
+        let Some(cas) = cas else {
+            if !ensure_exists(data, GENERATION_KEY) {
+                break;
+            }
+            continue;
+        };
+        let next = parse_generation(bytes.as_deref())
+            .wrapping_add(1)
+            .to_string();
+        match data.set(GENERATION_KEY, next.as_bytes(), Some(cas)) {
+            Ok(()) | Err(WriteError::CasMismatch) => return true,
+            Err(WriteError::Failed(reason)) => {
+                log::error!("cookie-session deny-list generation write failed: {reason}");
+                return false;
+            }
+        }
+    }
+    log::error!("cookie-session deny-list generation could not be raised");
     false
 }
 
@@ -431,5 +486,20 @@ mod tests {
         assert!(record(&broken, &[sid("sid-1")], NOW + 600, NOW));
         let (bytes, _) = broken.get(DENY_LIST_KEY);
         assert_eq!(DenyList::decode(&bytes.unwrap()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn every_recorded_change_raises_the_generation() {
+        let data = InMemory::default();
+        assert_eq!(generation(&data), 0);
+        assert!(record(&data, &[sid("sid-1")], NOW + 600, NOW));
+        assert_eq!(generation(&data), 1);
+        assert!(record(&data, &[sid("sid-1")], NOW + 600, NOW + 1));
+        assert_eq!(generation(&data), 2);
+        // An unreadable counter starts over from 0, still a change for a reader of it.
+        data.set(GENERATION_KEY, b"garbage", None).unwrap();
+        assert_eq!(generation(&data), 0);
+        assert!(record(&data, &[sub("bob")], NOW + 600, NOW + 2));
+        assert_eq!(generation(&data), 1);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod buckets;
 pub mod chunks;
+pub mod cookie_cache;
 pub mod cookie_codec;
 pub mod deny_list;
 pub mod etcd;
@@ -11,6 +12,7 @@ pub mod login;
 pub mod namespace;
 pub mod once;
 pub mod process_key;
+pub mod record_cache;
 pub mod refresh_lease;
 pub mod refresh_outcome;
 pub mod shared_store;

@@ -9,6 +9,7 @@
 use super::buckets::{IndexBucket, IndexEntry, Layout, SessionBucket};
 use super::first_write::ensure_exists;
 use super::once::{self, Mark};
+use super::record_cache::{RecordCache, Version};
 use super::writes::StoreWrite;
 use super::{Session, SessionKey};
 
@@ -166,12 +167,30 @@ pub struct SessionStore<D: SharedData> {
     pub sweeper_id: u64,
     /// What this worker's pass has seen so far.
     pub sweep_seen: std::cell::RefCell<SweepTally>,
+    /// Sessions this worker decoded, by the version of their bucket.
+    pub records: RecordCache,
 }
 
 impl<D: SharedData> SessionStore<D> {
+    /// The session stored under `key`, decoded only if its bucket changed
+    /// since this worker last decoded it.
     pub fn load(&self, key: &SessionKey) -> Option<Session> {
-        let (bytes, _) = self.data.get(&self.layout.session_bucket(key));
-        SessionBucket::decode(bytes.as_deref()).remove(key)
+        let (bytes, cas) = self.data.get(&self.layout.session_bucket(key));
+        // Absent or emptied: no session, whatever was remembered.
+        let Some(bytes) = bytes else {
+            self.records.remember(key, None, None);
+            return None;
+        };
+        let version = cas.map(|cas| Version {
+            cas,
+            len: bytes.len(),
+        });
+        if let Some(session) = version.and_then(|version| self.records.get(key, version)) {
+            return Some(session);
+        }
+        let session = SessionBucket::decode(Some(&bytes)).remove(key);
+        self.records.remember(key, version, session.as_ref());
+        session
     }
 
     pub fn apply(&self, writes: Vec<StoreWrite>) -> Changes {
@@ -575,6 +594,7 @@ mod tests {
             max_sessions_per_subject: 64,
             sweeper_id: 1,
             sweep_seen: Default::default(),
+            records: Default::default(),
         }
     }
 
@@ -608,6 +628,88 @@ mod tests {
 
     fn load(store: &SessionStore<InMemory>, n: u32) -> Option<Session> {
         store.load(&key(n))
+    }
+
+    /// Whether the session under `n` is remembered decoded at its bucket's current version.
+    fn remembered(store: &SessionStore<InMemory>, n: u32) -> bool {
+        let (bytes, cas) = store.data.get(&store.layout.session_bucket(&key(n)));
+        match (bytes, cas) {
+            (Some(bytes), Some(cas)) => {
+                let version = Version {
+                    cas,
+                    len: bytes.len(),
+                };
+                store.records.get(&key(n), version).is_some()
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn a_session_is_decoded_once_per_change_and_never_served_stale() {
+        let store = store(4); // one bucket: every write below changes it
+        put(&store, 1, session("alice", "s1", 10));
+        put(&store, 2, session("bob", "s2", 10));
+        assert!(!remembered(&store, 1));
+        assert_eq!(load(&store, 1).unwrap().access_token, "at-alice");
+        assert!(remembered(&store, 1), "decoded once, then remembered");
+        assert_eq!(load(&store, 1).unwrap().access_token, "at-alice");
+
+        // Refreshed: the new tokens, never the remembered ones.
+        let mut refreshed = session("alice", "s1", 10);
+        refreshed.access_token = "at-2".to_string();
+        store.apply(vec![StoreWrite::Update {
+            key: key(1),
+            session: Box::new(refreshed),
+        }]);
+        assert!(!remembered(&store, 1));
+        assert_eq!(load(&store, 1).unwrap().access_token, "at-2");
+
+        // Touched: the new activity time.
+        store.apply(vec![StoreWrite::Touch {
+            key: key(1),
+            at: 50,
+        }]);
+        assert_eq!(load(&store, 1).unwrap().last_seen, 50);
+
+        // Another session of the bucket changes: both still read right.
+        assert_eq!(load(&store, 2).unwrap().sub, "bob");
+        store.apply(vec![StoreWrite::Delete { key: key(2) }]);
+        assert!(load(&store, 2).is_none());
+        assert_eq!(load(&store, 1).unwrap().access_token, "at-2");
+
+        // Back-channel logout: gone.
+        assert!(remembered(&store, 1));
+        assert_eq!(store.end_sessions(&[IndexEntry::sid(ISSUER, "s1")]), 1);
+        assert!(load(&store, 1).is_none());
+        assert!(store.records.is_empty());
+    }
+
+    #[test]
+    fn an_emptied_bucket_reads_as_absent_whatever_was_remembered() {
+        let store = store(4);
+        put(&store, 1, session("alice", "s1", 10));
+        assert!(load(&store, 1).is_some());
+        let bucket = store.layout.session_bucket(&key(1));
+        store.data.set(&bucket, b"", None).unwrap();
+        assert!(load(&store, 1).is_none());
+        assert!(store.records.is_empty());
+    }
+
+    #[test]
+    fn the_decoded_sessions_stay_within_their_bound() {
+        let mut store = store(100_000);
+        store.records = RecordCache::with_capacity(8);
+        for n in 0..200 {
+            put(&store, n, session(&format!("u{n}"), &format!("s{n}"), 10));
+            assert!(load(&store, n).is_some());
+            assert!(store.records.len() <= 8);
+        }
+        assert_eq!(
+            load(&store, 7).unwrap().sub,
+            "u7",
+            "an evicted session is decoded again"
+        );
     }
 
     #[test]
@@ -960,6 +1062,7 @@ mod tests {
                     max_sessions_per_subject: 64,
                     sweeper_id: 2,
                     sweep_seen: Default::default(),
+                    records: Default::default(),
                 };
                 worker.apply(vec![StoreWrite::Put {
                     key: key(2),
@@ -974,6 +1077,7 @@ mod tests {
             max_sessions_per_subject: 64,
             sweeper_id: 1,
             sweep_seen: Default::default(),
+            records: Default::default(),
         };
         racing.apply(vec![StoreWrite::Put {
             key: key(1),

@@ -754,3 +754,140 @@ fn an_id_token_without_nonce_is_no_access_token_for_the_client_id_audience() {
         Some("alice")
     );
 }
+
+// ---- the per-VM cache of verified JWT access tokens ---------------------------------
+
+#[test]
+fn a_verified_token_is_cached_and_the_rules_still_judge_each_request() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(&idp, &api_config(ADMIN_RULES));
+    let reader = idp.id_token(access_claims(serde_json::json!({
+        "realm_access": {"roles": ["reader"]}
+    })));
+    assert!(rp.caches.access_tokens.is_empty());
+    let f = forward(bearer(&mut rp, "/reports/1", &reader));
+    assert_eq!(set_header(&f, "x-auth-request-user"), Some("svc"));
+    assert_eq!(rp.caches.access_tokens.len(), 1);
+
+    // Served from the cache: same identity, exactly this token upstream,
+    // client copies of identity headers removed.
+    let f = forward(bearer(&mut rp, "/reports/2", &reader));
+    assert_eq!(set_header(&f, "x-auth-request-user"), Some("svc"));
+    assert_eq!(
+        set_header(&f, "authorization"),
+        Some(format!("Bearer {reader}").as_str())
+    );
+    assert!(f.remove_headers.iter().any(|h| h == "x-auth-request-user"));
+    assert_eq!(rp.caches.access_tokens.len(), 1);
+    // The path decides per request, cached token or not.
+    assert_eq!(response(bearer(&mut rp, "/admin/1", &reader)).status, 403);
+    assert_eq!(response(bearer(&mut rp, "/closed/1", &reader)).status, 403);
+    let r = response(call(
+        &mut rp,
+        "POST",
+        "/reports/1",
+        &[("authorization", &format!("Bearer {reader}"))],
+    ));
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn a_cached_token_is_never_served_past_its_exp() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(&idp, &api_config(""));
+    let token = idp.id_token(access_claims(serde_json::json!({"exp": NOW + 300})));
+    assert!(matches!(
+        bearer(&mut rp, "/api/x", &token),
+        Step::Forward(_)
+    ));
+    assert_eq!(rp.caches.access_tokens.len(), 1);
+    // At exp the cache no longer answers (the verifier's skew may still admit it)…
+    rp.now = NOW + 300;
+    let digest = crate::cache::digest(token.as_bytes());
+    let jwks = rp.provider.as_ref().unwrap().jwks.clone();
+    assert!(rp
+        .caches
+        .access_tokens
+        .get(&digest, &jwks, rp.now)
+        .is_none());
+    // …and past exp and the skew the token is refused, whatever was cached.
+    assert!(matches!(
+        bearer(&mut rp, "/api/x", &token),
+        Step::Forward(_)
+    ));
+    rp.now = NOW + 300 + 61;
+    assert_invalid_token(bearer(&mut rp, "/api/x", &token), "expired after caching");
+    assert!(rp.caches.access_tokens.is_empty());
+}
+
+#[test]
+fn changed_keys_empty_the_token_cache() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(&idp, &api_config(""));
+    let token = idp.id_token(access_claims(serde_json::json!({})));
+    assert!(matches!(
+        bearer(&mut rp, "/api/x", &token),
+        Step::Forward(_)
+    ));
+    assert_eq!(rp.caches.access_tokens.len(), 1);
+
+    // The provider replaced the key behind "k1": the cached verification is
+    // worth nothing, the token is checked against the new key and refused.
+    let replaced = Idp::new(2, "k1");
+    rp.provider = Some(provider(&replaced));
+    assert_invalid_token(bearer(&mut rp, "/api/x", &token), "key replaced");
+    assert!(rp.caches.access_tokens.is_empty());
+
+    // The key was withdrawn (rotated to another kid): not served from the
+    // cache either; the unknown kid asks for the keys again.
+    let mut rp = Rp::with_config(&idp, &api_config(""));
+    assert!(matches!(
+        bearer(&mut rp, "/api/x", &token),
+        Step::Forward(_)
+    ));
+    rp.provider = Some(provider(&Idp::new(3, "k2")));
+    let step = bearer(&mut rp, "/api/x", &token);
+    assert!(
+        matches!(&step, Step::RefetchJwks { kid } if kid == "k1"),
+        "{step:?}"
+    );
+    assert!(rp.caches.access_tokens.is_empty());
+}
+
+#[test]
+fn a_flood_of_distinct_tokens_stays_within_the_cache_bound() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(&idp, &api_config(""));
+    rp.caches.access_tokens = crate::oidc::access_token_cache::AccessTokenCache::with_capacity(4);
+    for i in 0..20 {
+        let token = idp.id_token(access_claims(serde_json::json!({"jti": format!("t{i}")})));
+        assert!(matches!(
+            bearer(&mut rp, "/api/x", &token),
+            Step::Forward(_)
+        ));
+        assert!(rp.caches.access_tokens.len() <= 4);
+    }
+    assert_eq!(rp.caches.access_tokens.len(), 4);
+}
+
+#[test]
+fn a_token_differing_in_one_byte_is_no_cache_hit() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(&idp, &api_config(""));
+    let token = idp.id_token(access_claims(serde_json::json!({})));
+    assert!(matches!(
+        bearer(&mut rp, "/api/x", &token),
+        Step::Forward(_)
+    ));
+    let flip = |at: usize| {
+        let mut bytes = token.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    };
+    let payload_at = token.find('.').unwrap() + 5;
+    for altered in [flip(token.len() - 2), flip(payload_at)] {
+        assert_ne!(altered, token);
+        assert_invalid_token(bearer(&mut rp, "/api/x", &altered), "altered token");
+    }
+    assert_eq!(rp.caches.access_tokens.len(), 1);
+}

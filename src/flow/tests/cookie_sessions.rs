@@ -107,7 +107,7 @@ fn visit(rp: &mut Rp, jar: &Jar, target: &str) -> Step {
         assert!(matches!(step, Step::Respond(_)), "{step:?}");
     } else {
         assert!(
-            matches!(&step, Step::LoadDenyList { key } if key == DENY_LIST_KEY)
+            matches!(&step, Step::LoadDenyList { key, .. } if key == DENY_LIST_KEY)
                 || matches!(step, Step::Respond(_)),
             "the cookie store never reads a stored session: {step:?}"
         );
@@ -335,6 +335,13 @@ fn the_idle_touch_reissues_the_cookie_and_timeouts_end_the_session() {
     assert_eq!(page.status, 302, "absolute timeout");
 }
 
+/// Writes the deny-list as [`crate::session::deny_list::record`] does: the
+/// list, then a new generation.
+fn write_deny_list(rp: &mut Rp, encoded: Vec<u8>) {
+    rp.store.insert(DENY_LIST_KEY.to_string(), encoded);
+    raise_deny_generation(&mut rp.store);
+}
+
 #[test]
 fn a_session_on_the_deny_list_starts_a_new_login() {
     let idp = Idp::new(1, "k1");
@@ -344,17 +351,16 @@ fn a_session_on_the_deny_list_starts_a_new_login() {
     let mut list = DenyList::default();
     let iss = "https://idp.example";
     assert!(list.insert(&IndexEntry::sid(iss, "other-sid"), NOW + 3600, NOW));
-    rp.store.insert(DENY_LIST_KEY.to_string(), list.encode());
+    write_deny_list(&mut rp, list.encode());
     assert!(matches!(visit(&mut rp, &jar, "/"), Step::Forward(_)));
 
     assert!(list.insert(&IndexEntry::sid(iss, "sid-1"), NOW + 3600, NOW));
-    rp.store.insert(DENY_LIST_KEY.to_string(), list.encode());
+    write_deny_list(&mut rp, list.encode());
     let page = response(visit(&mut rp, &jar, "/"));
     assert_eq!(page.status, 302);
     assert_eq!(expired_names(&page.headers), [BASE]);
 
-    rp.store
-        .insert(DENY_LIST_KEY.to_string(), b"not a list".to_vec());
+    write_deny_list(&mut rp, b"not a list".to_vec());
     assert!(
         matches!(visit(&mut rp, &jar, "/"), Step::Forward(_)),
         "an unreadable list is ignored, not fatal"
@@ -582,4 +588,149 @@ fn a_failed_refresh_of_a_cookie_session_is_retried_by_the_next_request() {
         matches!(step, Step::Callout(_)),
         "the claim was released: {step:?}"
     );
+}
+
+// ---- the per-VM cache of opened cookie sessions -------------------------------------
+
+/// Whether this request found its cookie session in the VM's cache: the flow
+/// then asks for the deny-list only if its generation changed.
+fn served_from_cache(rp: &mut Rp, jar: &Jar) -> bool {
+    let mut flow = RequestFlow::new();
+    let head = RequestHead {
+        method: "GET".to_string(),
+        target: b"/".to_vec(),
+        headers: vec![("cookie".to_string(), jar.header().into_bytes())],
+        ..RequestHead::default()
+    };
+    let (mut ctx, _, _) = rp.ctx();
+    matches!(
+        flow.handle_request(&mut ctx, head),
+        Step::LoadDenyList {
+            unless_at: Some(_),
+            ..
+        }
+    )
+}
+
+#[test]
+fn an_opened_cookie_session_is_cached_and_checked_again_on_every_hit() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = cookie_rp(&idp);
+    let mut jar = Jar::default();
+    login_with(&mut rp, &idp, &mut jar, serde_json::json!({}));
+    assert!(!served_from_cache(&mut rp, &jar));
+    assert!(matches!(visit(&mut rp, &jar, "/"), Step::Forward(_)));
+    assert_eq!(rp.caches.cookie_sessions.len(), 1);
+    assert!(served_from_cache(&mut rp, &jar));
+    let forward = forwarded(visit(&mut rp, &jar, "/"));
+    assert!(forward
+        .set_headers
+        .contains(&("authorization".to_string(), "Bearer at-123".to_string())));
+
+    // A cookie differing in one character is opened (and refused), not served.
+    let mut tampered = jar.clone();
+    let value = tampered.0.get_mut(BASE).unwrap();
+    let last = value.pop().unwrap();
+    value.push(if last == 'A' { 'B' } else { 'A' });
+    assert!(!served_from_cache(&mut rp, &tampered));
+    assert_eq!(response(visit(&mut rp, &tampered, "/")).status, 302);
+
+    // Revoked meanwhile (the list changed, its generation with it): refused.
+    let mut list = DenyList::default();
+    assert!(list.insert(&IndexEntry::sid(ISSUER, "sid-1"), NOW + 3600, NOW));
+    write_deny_list(&mut rp, list.encode());
+    assert_eq!(response(visit(&mut rp, &jar, "/")).status, 302);
+    assert!(
+        !served_from_cache(&mut rp, &jar),
+        "a revoked session is dropped"
+    );
+}
+
+#[test]
+fn a_cached_cookie_session_still_times_out() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = cookie_rp(&idp);
+    let mut jar = Jar::default();
+    login_with(&mut rp, &idp, &mut jar, serde_json::json!({}));
+    assert!(matches!(visit(&mut rp, &jar, "/"), Step::Forward(_)));
+    rp.now += 600; // the idle timeout, no request in between
+    assert!(served_from_cache(&mut rp, &jar));
+    let page = response(visit(&mut rp, &jar, "/"));
+    assert_eq!(page.status, 302, "idle");
+    assert_eq!(expired_names(&page.headers), [BASE]);
+
+    let mut jar = Jar::default();
+    login_with(&mut rp, &idp, &mut jar, serde_json::json!({}));
+    for _ in 0..12 {
+        rp.now += 300;
+        match visit(&mut rp, &jar, "/") {
+            Step::Forward(forward) => jar.take(&forward.response_headers),
+            Step::Respond(page) => {
+                assert_eq!(page.response.status, 302);
+                assert!(
+                    rp.now >= NOW + 600 + 3600,
+                    "ended before the absolute timeout"
+                );
+                return;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    panic!("the session outlived its absolute timeout");
+}
+
+#[test]
+fn a_logged_out_cookie_is_not_served_from_the_cache() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = cookie_rp(&idp);
+    let mut jar = Jar::default();
+    login_with(&mut rp, &idp, &mut jar, serde_json::json!({}));
+    let copy = jar.clone();
+    assert!(matches!(visit(&mut rp, &copy, "/"), Step::Forward(_)));
+    assert!(served_from_cache(&mut rp, &copy));
+
+    let page = response(visit(&mut rp, &jar, "/oauth2/logout"));
+    assert_eq!(page.status, 302);
+    let refused = response(visit(&mut rp, &copy, "/"));
+    assert_eq!(refused.status, 302, "the copied cookie starts a new login");
+    assert_eq!(expired_names(&refused.headers), [BASE]);
+}
+
+#[test]
+fn a_refreshed_cookie_session_is_served_with_its_new_tokens() {
+    let idp = Idp::new(1, "k1");
+    let mut rp = Rp::with_config(
+        &idp,
+        r#", "session": {"store": "cookie", "idle_timeout_seconds": 3600, "absolute_timeout_seconds": 28800},
+        "cookie": {"keys": ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"]}"#,
+    );
+    let mut jar = Jar::default();
+    login_with(&mut rp, &idp, &mut jar, serde_json::json!({}));
+    assert!(matches!(visit(&mut rp, &jar, "/"), Step::Forward(_)));
+    assert!(served_from_cache(&mut rp, &jar));
+    rp.now += 3550; // the access token lives an hour; the margin is 60 s
+    let mut flow = RequestFlow::new();
+    let step = rp.request(
+        &mut flow,
+        "GET",
+        "/",
+        &[("cookie", jar.header().as_bytes())],
+    );
+    assert!(matches!(step, Step::Callout(_)), "{step:?}");
+    let body = serde_json::json!({
+        "access_token": "at-456", "token_type": "Bearer", "expires_in": 300,
+        "id_token": idp.id_token(refreshed_claims("alice", rp.now)), "refresh_token": "rt-2"
+    })
+    .to_string();
+    let forward = forwarded(rp.callout_response(&mut flow, 200, &body));
+    jar.take(&forward.response_headers);
+    let forward = forwarded(visit(&mut rp, &jar, "/"));
+    assert!(forward
+        .set_headers
+        .contains(&("authorization".to_string(), "Bearer at-456".to_string())));
+    assert!(served_from_cache(&mut rp, &jar));
+    let forward = forwarded(visit(&mut rp, &jar, "/"));
+    assert!(forward
+        .set_headers
+        .contains(&("authorization".to_string(), "Bearer at-456".to_string())));
 }
