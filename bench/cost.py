@@ -131,9 +131,7 @@ def jwt_authn_filter(idp: Idp) -> dict:
         "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "idp"}}]}}
 
 
-def side_by_side(args, workdir: Path, upstream: Gateway) -> tuple[Gateway, dict]:
-    ports = {k: free_port() for k in "abcdfg"}
-    idp = Idp(workdir, redirect_uris=[f"http://127.0.0.1:{ports[k]}/oauth2/callback" for k in "cdf"]).start()
+def side_by_side(args, workdir: Path, upstream: Gateway, idp: Idp, ports: dict[str, int]):
     cookie_key = base64.b64encode(secrets.token_bytes(32)).decode()
     listeners = [
         listener("a_plain", ports["a"], []),
@@ -151,7 +149,14 @@ def side_by_side(args, workdir: Path, upstream: Gateway) -> tuple[Gateway, dict]
     ]
     cfg = envoy_config(listeners, [cluster("idp", idp.port), cluster("upstream", upstream.port)], secrets_cfg)
     gw = Gateway(workdir, cfg, ports["a"], concurrency=1)
-    gw.start().wait_ready()
+    try:
+        gw.start().wait_ready()
+        side_by_side_load(args, workdir, upstream, idp, ports)
+    finally:
+        gw.stop()
+
+
+def side_by_side_load(args, workdir: Path, upstream: Gateway, idp: Idp, ports: dict[str, int]):
     url = {k: f"http://127.0.0.1:{p}/" for k, p in ports.items()}
     for k in "cd":
         wait_filter_ready(url[k])
@@ -213,7 +218,6 @@ def side_by_side(args, workdir: Path, upstream: Gateway) -> tuple[Gateway, dict]
         ("(b)/(a) wasm floor", names["b"], names["a"]),
         ("(a)/(u) gateway/upstream", names["a"], names["u"]),
     ], results)
-    return gw, {"idp": idp}
 
 
 # ----------------------------------------------------------------------------------------
@@ -332,7 +336,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def at_scale(args, workdir: Path, upstream: Gateway):
-    rogue = Rogue(workdir).start()
+    rogue = Rogue(workdir)
     ports = {k: free_port() for k in ("few", "many", "cfew", "cmany")}
     cookie_key = base64.b64encode(secrets.token_bytes(32)).decode()
     shared = {"session": {"max_sessions": int(args.sessions * 1.2) + 1000}}
@@ -346,10 +350,11 @@ def at_scale(args, workdir: Path, upstream: Gateway):
     ]
     gw = Gateway(workdir, envoy_config(listeners, [cluster("idp", rogue.port), cluster("upstream", upstream.port)]),
                  ports["few"], concurrency=1)
-    gw.start().wait_ready()
-    for p in ports.values():
-        wait_filter_ready(f"http://127.0.0.1:{p}/")
     try:
+        rogue.start()
+        gw.start().wait_ready()
+        for p in ports.values():
+            wait_filter_ready(f"http://127.0.0.1:{p}/")
         pid = envoy_pid(gw)
         few = Logins(ports["few"], rogue).many(4, 64, 1, user="few")
         # The callback's time, one login at a time, with the provider's own share measured apart.
@@ -481,22 +486,18 @@ def main():
     print()
     workdir = Path(tempfile.mkdtemp(prefix="oidc-bench-cost-"))
     upstream = start_upstream(workdir)
-    gw = idp = None
+    ports = {k: free_port() for k in "abcdfg"}
+    idp = Idp(workdir, redirect_uris=[f"http://127.0.0.1:{ports[k]}/oauth2/callback" for k in "cdf"])
     try:
+        idp.start()
         if not args.skip_side_by_side:
-            gw, extra = side_by_side(args, workdir, upstream)
-            idp = extra["idp"]
-            gw.stop()
+            side_by_side(args, workdir, upstream, idp, ports)
         if not args.skip_memory:
-            idp = idp or Idp(workdir).start()
             memory(args, workdir, upstream, idp)
         if not args.skip_scale:
             at_scale(args, workdir, upstream)
     finally:
-        if gw:
-            gw.stop()
-        if idp:
-            idp.stop()
+        idp.stop()
         upstream.stop()
     print()
     print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
