@@ -375,6 +375,26 @@ mod tests {
         );
     }
 
+    /// The module carries no Unicode IDNA tables (Cargo.toml pins `idna_adapter` to its
+    /// ASCII-only back end): a host outside ASCII is refused, its punycode spelling works.
+    #[test]
+    fn hosts_outside_ascii_are_refused_and_punycode_works() {
+        match parse_discovery(
+            &with(json!({"token_endpoint": "https://bücher.example/token"})),
+            ISS,
+            false,
+        ) {
+            Err(DiscoveryError::BadUrl { field, .. }) => assert_eq!(field, "token_endpoint"),
+            other => panic!("{other:?}"),
+        }
+        let doc = with(json!({"token_endpoint": "https://xn--bcher-kva.example/token"}));
+        let meta = parse_discovery(&doc, ISS, false).unwrap();
+        assert_eq!(
+            meta.token_endpoint.host_str(),
+            Some("xn--bcher-kva.example")
+        );
+    }
+
     #[test]
     fn not_json() {
         for body in [

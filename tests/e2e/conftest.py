@@ -17,12 +17,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from harness import (
+    REPO,
     WASM,
     Browser,
     Echo,
@@ -127,9 +130,15 @@ def port_pool(gateway_ports):
 
 @pytest.fixture(scope="session")
 def wasm() -> Path:
+    """The module every gateway loads: the shipped build (scripts/build-wasm: cargo build, then
+    wasm-opt), brought up to date first, so the tests never run a stale or unoptimized module.
+    OIDC_FILTER_WASM names another build, used as it is."""
+    if not os.environ.get("OIDC_FILTER_WASM"):
+        built = subprocess.run([str(REPO / "scripts" / "build-wasm")], capture_output=True, text=True)
+        if built.returncode != 0:
+            pytest.fail(f"scripts/build-wasm failed:\n{built.stderr[-3000:]}", pytrace=False)
     if not WASM.exists():
-        pytest.fail(f"{WASM} is missing: build it with scripts/setup "
-                    "(cargo build --release --target wasm32-wasip1)", pytrace=False)
+        pytest.fail(f"{WASM} is missing: build it with scripts/build-wasm", pytrace=False)
     return WASM
 
 
