@@ -641,7 +641,7 @@ fn required(value: Option<String>, field: &str) -> Result<String, ConfigError> {
 }
 
 fn parse_url(field: &str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value)
+    let url = crate::oidc::discovery::parse_ascii_url(value)
         .map_err(|e| ConfigError::new(field, format!("{value:?} is not a URL: {e}")))?;
     if url.host_str().is_none() || !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::new(

@@ -9,12 +9,19 @@ use super::common::{json_error_kind, log_safe};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProviderMetadata {
     pub issuer: String,
+    #[serde(deserialize_with = "ascii_url::required")]
     pub authorization_endpoint: Url,
+    #[serde(deserialize_with = "ascii_url::required")]
     pub token_endpoint: Url,
+    #[serde(deserialize_with = "ascii_url::required")]
     pub jwks_uri: Url,
+    #[serde(deserialize_with = "ascii_url::optional")]
     pub end_session_endpoint: Option<Url>,
+    #[serde(deserialize_with = "ascii_url::optional")]
     pub introspection_endpoint: Option<Url>,
+    #[serde(deserialize_with = "ascii_url::optional")]
     pub revocation_endpoint: Option<Url>,
+    #[serde(deserialize_with = "ascii_url::optional")]
     pub userinfo_endpoint: Option<Url>,
     pub id_token_signing_alg_values_supported: Vec<String>,
     pub authorization_response_iss_parameter_supported: bool,
@@ -162,12 +169,40 @@ fn text<'d>(
     }
 }
 
+/// URLs the filter accepts are ASCII, as RFC 3986 URIs are: a host outside
+/// ASCII is written in punycode, anything else percent-encoded. Checked before
+/// `url` sees the text, since its ASCII-only IDNA back end (chosen for size)
+/// only refuses such hosts after a debug assertion that fuzzing tripped.
+pub fn parse_ascii_url(raw: &str) -> Result<Url, String> {
+    if !raw.is_ascii() {
+        return Err("not ASCII (use punycode for the host, percent-encoding elsewhere)".into());
+    }
+    Url::parse(raw).map_err(|e| e.to_string())
+}
+
+/// [`parse_ascii_url`] for provider metadata read back from shared data.
+mod ascii_url {
+    use serde::{de::Error, Deserialize, Deserializer};
+    use url::Url;
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+        let raw = String::deserialize(d)?;
+        super::parse_ascii_url(&raw).map_err(D::Error::custom)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|raw| super::parse_ascii_url(&raw).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
 fn endpoint_url(field: &'static str, raw: &str, allow_http: bool) -> Result<Url, DiscoveryError> {
     let bad = |reason: &str| DiscoveryError::BadUrl {
         field,
         reason: reason.to_owned(),
     };
-    let url = Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    let url = parse_ascii_url(raw).map_err(|e| bad(&e))?;
     match url.scheme() {
         "https" => {}
         "http" if allow_http => {}
@@ -387,12 +422,36 @@ mod tests {
             Err(DiscoveryError::BadUrl { field, .. }) => assert_eq!(field, "token_endpoint"),
             other => panic!("{other:?}"),
         }
+        // Upper case beside a non-ASCII letter reached a debug assertion of the
+        // ASCII-only IDNA back end (found by the shared_records fuzz target).
+        match parse_discovery(
+            &with(json!({"jwks_uri": "https://IDP.Example\u{327}/jwks"})),
+            ISS,
+            false,
+        ) {
+            Err(DiscoveryError::BadUrl { field, .. }) => assert_eq!(field, "jwks_uri"),
+            other => panic!("{other:?}"),
+        }
         let doc = with(json!({"token_endpoint": "https://xn--bcher-kva.example/token"}));
         let meta = parse_discovery(&doc, ISS, false).unwrap();
         assert_eq!(
             meta.token_endpoint.host_str(),
             Some("xn--bcher-kva.example")
         );
+    }
+
+    #[test]
+    fn metadata_read_back_refuses_urls_outside_ascii() {
+        let doc = with(json!({}));
+        let meta = parse_discovery(&doc, ISS, false).unwrap();
+        let mut record = serde_json::to_value(&meta).unwrap();
+        let back: ProviderMetadata = serde_json::from_value(record.clone()).unwrap();
+        assert_eq!(back, meta);
+        record["jwks_uri"] = json!("https://iEv6P3T9VClvFdR\u{327}XQO1");
+        assert!(serde_json::from_value::<ProviderMetadata>(record.clone()).is_err());
+        record["jwks_uri"] = json!("https://idp.example/jwks");
+        record["end_session_endpoint"] = json!("https://IDP.Example\u{327}/logout");
+        assert!(serde_json::from_value::<ProviderMetadata>(record).is_err());
     }
 
     #[test]
